@@ -30,6 +30,7 @@ export const ERRORS = {
   // lifecycle
   RG_SHUTDOWN: { sqlstate: '57P01', message: 'terminating connection due to administrator command' },
   RG_INTERNAL: { sqlstate: 'XX000', message: 'internal error in rolegate' },
+  RG_LOCAL_POSTGRES: { sqlstate: 'XX000', message: 'the local PostgreSQL cluster could not be started or used' },
   // statements
   RG_STATEMENT_DENIED: { sqlstate: '42501', message: 'statement denied by policy' },
   RG_PARSE_ERROR: { sqlstate: '42601', message: 'statement could not be parsed' },

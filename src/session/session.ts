@@ -1,0 +1,794 @@
+// One client connection, start to end: the whole state machine in one place
+// (docs/QUERY_LIFECYCLE.md walks through it). States:
+//   startup → sasl-initial → sasl-final → connecting → relay → closed
+// Handlers are named after the protocol messages they handle.
+//
+// Hot path (relay): client bytes are cut into messages by the framer; runs of
+// consecutive allowed messages are forwarded upstream as subarrays of the
+// client's own chunk (never re-encoded). Query and Parse are decided
+// synchronously by the Authorizer. A denied statement never reaches the
+// database: the proxy sends the upstream a statement that fails with a syntax
+// error carrying a per-session nonce instead. That keeps the response order of
+// pipelined messages intact, aborts an explicit transaction (so it cannot
+// commit), makes the server discard the rest of the pipeline until Sync, and
+// lets the proxy swap that one ErrorResponse for its own 42501.
+
+import { randomBytes, randomInt } from 'node:crypto';
+import type net from 'node:net';
+import type { Config } from '../config/config.ts';
+import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
+import type { ConnectInput, IdentityInput } from '../policy/contract.ts';
+import * as be from '../protocol/backend.ts';
+import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
+import { FrameEvent, Framer } from '../protocol/framer.ts';
+import * as fe from '../protocol/frontend.ts';
+import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } from '../auth/scram.ts';
+import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
+import type { Authorizer, SessionContext, StatementVerdict } from './authorizer.ts';
+import type { TimeSource } from './clock.ts';
+
+export interface SessionLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
+/** What the worker provides to each of its sessions. */
+export interface SessionHost {
+  readonly config: Config;
+  readonly time: TimeSource;
+  readonly scramCache: SaltedPasswordCache;
+  /** Per-process secret that makes mock SCRAM salts stable per unknown user name. */
+  readonly mockSeed: Buffer;
+  readonly log: SessionLog;
+  /** Current authorizer (swapped on policy reload; read per statement). */
+  authorizer(): Authorizer;
+  /** Issue this session's BackendKeyData (worker id inside the process id). */
+  register(session: ClientSession): { processId: number; secretKey: number };
+  unregister(session: ClientSession): void;
+  /** A CancelRequest arrived on this worker's listener: route it to the owning session. */
+  routeCancel(processId: number, secretKey: number): void;
+}
+
+type State = 'startup' | 'sasl-initial' | 'sasl-final' | 'connecting' | 'relay' | 'closed';
+
+/** A denial whose injected failing statement is on its way upstream. */
+interface PendingDenial {
+  /** Index of the ReadyForQuery that ends the group the denial belongs to. */
+  group: number;
+  nonce: string;
+  response: Buffer;
+}
+
+const STARTUP_TYPES_ALLOWED = new Set<number>([Frontend.Password, Frontend.Terminate]);
+
+/** Message types a client may send once the session is relaying. */
+const RELAY_TYPES = new Uint8Array(256);
+for (const t of [
+  Frontend.Bind,
+  Frontend.Close,
+  Frontend.Describe,
+  Frontend.Execute,
+  Frontend.FunctionCall,
+  Frontend.Flush,
+  Frontend.Parse,
+  Frontend.Query,
+  Frontend.Sync,
+  Frontend.Terminate,
+  Frontend.CopyData,
+  Frontend.CopyDone,
+  Frontend.CopyFail,
+]) {
+  RELAY_TYPES[t] = 1;
+}
+
+const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
+
+export function normaliseAddress(addr: string | undefined): string {
+  if (addr === undefined) return '';
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+let sessionCounter = 0;
+
+export class ClientSession {
+  readonly id: string;
+  readonly client: net.Socket;
+  processId = 0;
+  secretKey = 0;
+  state: State = 'startup';
+
+  private readonly host: SessionHost;
+  private readonly config: Config;
+  private startupBuf: Buffer | null = null;
+  private startupTimer: NodeJS.Timeout | null = null;
+  private framer: Framer;
+  private params = new Map<string, string>();
+  private requestedRole: string | null = null;
+  private scram: ScramServerExchange | null = null;
+  private context: SessionContext | null = null;
+
+  private upstream: net.Socket | null = null;
+  private upstreamFramer: Framer;
+  private upstreamProcessId = 0;
+  private upstreamSecretKey = 0;
+  private txStatus: number = TxStatus.Idle;
+  /** Query, Sync and FunctionCall messages sent upstream (each ends in a ReadyForQuery). */
+  private syncsSent = 0;
+  private readyReceived = 0;
+  private discardUntilSync = false;
+  private readonly denials: PendingDenial[] = [];
+  private readonly nonceBase: string;
+  private nonceSeq = 0;
+  private upstreamSentFatal = false;
+  /** Client bytes that arrived while the upstream was being connected. */
+  private heldClientChunks: Buffer[] = [];
+
+  // Forward-run bookkeeping (one run per direction at a time; see flushRun()).
+  private runBuf: Buffer | null = null;
+  private runStart = 0;
+  private runEnd = 0;
+
+  constructor(host: SessionHost, client: net.Socket) {
+    this.host = host;
+    this.config = host.config;
+    this.client = client;
+    this.id = `${process.pid.toString(36)}-${(++sessionCounter).toString(36)}`;
+    this.nonceBase = randomBytes(8).toString('hex');
+    this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
+    this.upstreamFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
+    client.setNoDelay(true);
+    client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    client.on('error', (err) => this.onClientGone(err));
+    client.on('close', () => this.onClientGone(null));
+    client.on('drain', () => this.upstream?.resume());
+    this.startupTimer = setTimeout(() => this.onStartupTimeout(), this.config.limits.startupTimeoutMs);
+  }
+
+  get remoteAddress(): string {
+    return normaliseAddress(this.client.remoteAddress);
+  }
+
+  // ---------------------------------------------------------------- client in
+
+  private onClientData(chunk: Buffer): void {
+    switch (this.state) {
+      case 'relay':
+        this.relayClient(chunk);
+        return;
+      case 'startup':
+        this.onStartupBytes(chunk);
+        return;
+      case 'sasl-initial':
+      case 'sasl-final':
+        this.onAuthBytes(chunk);
+        return;
+      case 'connecting':
+        this.heldClientChunks.push(chunk);
+        if (this.heldClientChunks.length > 64) this.client.pause();
+        return;
+      case 'closed':
+        return;
+      default: {
+        const unreachable: never = this.state;
+        throw new Error(`unhandled state ${String(unreachable)}`);
+      }
+    }
+  }
+
+  /** Startup phase ("Start-up" in the protocol's message flow): untyped packets. */
+  private onStartupBytes(chunk: Buffer): void {
+    let buf = this.startupBuf === null ? chunk : Buffer.concat([this.startupBuf, chunk]);
+    for (;;) {
+      const len = fe.startupPacketLength(buf);
+      if (len === null) break;
+      if (len < 0) return this.fatal('RG_STARTUP_TOO_LARGE', `invalid startup packet length ${buf.readInt32BE(0)} (maximum ${10000} bytes)`);
+      if (buf.length < len) break;
+      const packet = buf.subarray(0, len);
+      buf = buf.subarray(len);
+      const decoded = fe.decodeStartupPacket(packet);
+      switch (decoded.kind) {
+        case 'ssl':
+        case 'gssenc':
+          // TLS and GSS encryption are not offered: 'N' tells the client to go on in plaintext.
+          this.client.write(Buffer.from('N'));
+          continue;
+        case 'cancel':
+          this.onCancelRequest(decoded.processId, decoded.secretKey);
+          return;
+        case 'unsupported':
+          return this.fatal('RG_UNSUPPORTED_PROTOCOL', `unsupported frontend protocol ${decoded.major}.${decoded.minor}: server supports 3.0 to 3.0`);
+        case 'invalid':
+          return this.fatal('RG_STARTUP_INVALID', `invalid startup packet: ${decoded.reason}`);
+        case 'startup':
+          this.startupBuf = null;
+          this.onStartupMessage(decoded.minor, decoded.params);
+          if (buf.length > 0 && this.state !== 'closed') this.onAuthBytes(buf);
+          return;
+        default: {
+          const unreachable: never = decoded;
+          throw new Error(`unhandled startup packet ${JSON.stringify(unreachable)}`);
+        }
+      }
+    }
+    this.startupBuf = buf.length === 0 ? null : Buffer.from(buf);
+  }
+
+  private onCancelRequest(processId: number, secretKey: number): void {
+    // The cancel connection carries nothing else; the protocol closes it without a reply.
+    this.state = 'closed';
+    this.clearStartupTimer();
+    this.client.end();
+    this.host.unregister(this);
+    this.host.routeCancel(processId, secretKey);
+  }
+
+  private onStartupMessage(minor: number, params: Map<string, string>): void {
+    const unrecognised = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if (minor > 0 || unrecognised.length > 0) this.client.write(be.negotiateProtocolVersion(0, unrecognised));
+    const replication = params.get('replication');
+    if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
+      return this.fatal('RG_REPLICATION_REFUSED');
+    }
+    const user = params.get('user');
+    if (user === undefined || user === '') return this.fatal('RG_AUTH_METHOD', 'no PostgreSQL user name specified in startup packet');
+    const options = params.get('options');
+    if (options !== undefined) {
+      const parsed = parseOptions(options);
+      if (typeof parsed === 'string') return this.fatal('RG_STARTUP_INVALID', parsed);
+      for (const [k, v] of parsed) {
+        if (k === 'rolegate.role') this.requestedRole = v;
+        else if (this.isPassthrough(k)) params.set(k, v);
+        else return this.fatal('RG_STARTUP_INVALID', `startup option "-c ${k}" is not allowed through rolegate`);
+      }
+    }
+    this.params = params;
+    this.state = 'sasl-initial';
+    this.client.write(be.authenticationSASL(['SCRAM-SHA-256']));
+  }
+
+  private isPassthrough(name: string): boolean {
+    const lower = name.toLowerCase();
+    return this.config.passthroughParameters.some((p) => p.toLowerCase() === lower);
+  }
+
+  /** Authentication phase: typed messages, only 'p' (and 'X') expected. */
+  private onAuthBytes(chunk: Buffer): void {
+    const framer = this.framer;
+    framer.push(chunk);
+    for (;;) {
+      const ev = framer.next();
+      if (ev === FrameEvent.NeedMore) return;
+      if (ev === FrameEvent.Error) return this.fatal(framer.errorCode ?? 'RG_PROTOCOL_VIOLATION');
+      if (ev === FrameEvent.Raw) return this.fatal('RG_PROTOCOL_VIOLATION', 'expected a SASL response');
+      const type = framer.type;
+      if (!STARTUP_TYPES_ALLOWED.has(type)) {
+        return this.fatal('RG_PROTOCOL_VIOLATION', `expected SASL response, got message type "${String.fromCharCode(type)}"`);
+      }
+      if (type === Frontend.Terminate) return this.close();
+      if (framer.end - framer.start > 10000) return this.fatal('RG_MESSAGE_TOO_LARGE', 'SASL message too large');
+      const body = framer.buf.subarray(framer.start + 5, framer.end);
+      if (this.state === 'sasl-initial') this.onSASLInitialResponse(body);
+      else if (this.state === 'sasl-final') this.onSASLResponse(body);
+      else return this.fatal('RG_PROTOCOL_VIOLATION', 'unexpected message during authentication');
+      const after: State = this.state as State;
+      if (after === 'closed') return;
+      if (after === 'connecting') {
+        // Anything the client pipelined after its final SASL message waits for the upstream.
+        const rest = framer.buf.subarray(framer.end);
+        this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
+        if (rest.length > 0) this.heldClientChunks.push(Buffer.from(rest));
+        return;
+      }
+    }
+  }
+
+  private onSASLInitialResponse(body: Buffer): void {
+    const mech = fe.readCString(body, 0, body.length);
+    if (mech === null || mech.next + 4 > body.length) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed SASLInitialResponse');
+    const dataLen = body.readInt32BE(mech.next);
+    const dataStart = mech.next + 4;
+    if (dataLen < 0 || dataStart + dataLen !== body.length) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed SASLInitialResponse length');
+    const user = this.params.get('user') ?? '';
+    const userConfig = Object.hasOwn(this.config.users, user) ? this.config.users[user] : undefined;
+    const verifier = userConfig === undefined ? null : parseScramVerifier(userConfig.scramVerifier);
+    this.scram = new ScramServerExchange(verifier, { mockSeed: this.host.mockSeed, userName: user, channelBinding: null });
+    const result = this.scram.handleClientFirst(mech.text, body.subarray(dataStart));
+    if (!result.ok) return this.authFailed(result.code, result.message);
+    this.state = 'sasl-final';
+    this.client.write(be.authenticationSASLContinue(result.serverFirst));
+  }
+
+  private onSASLResponse(body: Buffer): void {
+    const scram = this.scram;
+    if (scram === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'SASLResponse before SASLInitialResponse');
+    const result = scram.handleClientFinal(body);
+    if (!result.ok) return this.authFailed(result.code, result.message);
+    this.scram = null;
+    this.client.write(Buffer.concat([be.authenticationSASLFinal(result.serverFinal), be.authenticationOk()]));
+    const identity: IdentityInput = { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
+    this.onAuthenticated(identity);
+  }
+
+  private authFailed(code: ErrorCode, detailForLog: string): void {
+    const user = this.params.get('user') ?? '';
+    this.host.log.info({ session: this.id, user, client: this.remoteAddress, code, why: detailForLog }, 'authentication failed');
+    // Wrong password and unknown user read the same (no user enumeration).
+    if (code === 'RG_AUTH_FAILED') return this.fatal('RG_AUTH_FAILED', `password authentication failed for user "${user}"`);
+    return this.fatal(code, detailForLog);
+  }
+
+  /** The identity is proven: ask the authorizer for role and database, then go upstream. */
+  private onAuthenticated(identity: IdentityInput): void {
+    const database = this.params.get('database') ?? identity.name;
+    const input: ConnectInput = {
+      identity,
+      client: { addr: this.remoteAddress, port: this.client.remotePort ?? 0, tls: false },
+      request: {
+        database,
+        role: this.requestedRole,
+        application_name: this.params.get('application_name') ?? this.params.get('fallback_application_name') ?? null,
+      },
+      time: this.host.time.now(),
+      proxy: this.config.proxy,
+    };
+    const decision = this.host.authorizer().connect(input);
+    if (!decision.allow || decision.role === null) {
+      this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
+      return this.fatal('RG_CONNECT_DENIED', `connection refused by policy: ${decision.reason}`, `rule: ${decision.rule}`);
+    }
+    const role = decision.role;
+    const targetDb = decision.database ?? database;
+    this.context = { identity, client: input.client, proxy: this.config.proxy, role, database: targetDb };
+    const creds = Object.hasOwn(this.config.roles, role) ? this.config.roles[role] : undefined;
+    if (creds === undefined) {
+      this.host.log.warn({ session: this.id, role }, 'no upstream credentials for role');
+      return this.fatal('RG_UPSTREAM_AUTH', `rolegate holds no upstream credentials for role "${role}"`);
+    }
+    this.clearStartupTimer();
+    this.state = 'connecting';
+    const upstreamParams = new Map<string, string>();
+    for (const [k, v] of this.params) {
+      if (k === 'user' || k === 'database' || k === 'options') continue;
+      if (PINNED_PARAMETERS.has(k.toLowerCase())) continue;
+      if (k === 'fallback_application_name' && !this.params.has('application_name')) upstreamParams.set('application_name', v);
+      else if (this.isPassthrough(k)) upstreamParams.set(k, v);
+    }
+    connectUpstream(this.config.upstream, { user: role, database: targetDb, password: creds.password, parameters: upstreamParams }, this.host.scramCache).then(
+      (ready) => {
+        if (this.state === 'closed') {
+          ready.socket.end(TERMINATE);
+          return;
+        }
+        this.upstream = ready.socket;
+        this.upstreamProcessId = ready.processId;
+        this.upstreamSecretKey = ready.secretKey;
+        this.txStatus = ready.txStatus;
+        const keys = this.host.register(this);
+        this.processId = keys.processId;
+        this.secretKey = keys.secretKey;
+        const out: Buffer[] = [];
+        for (const [k, v] of ready.parameterStatus) out.push(be.parameterStatus(k, v));
+        out.push(be.backendKeyData(this.processId, this.secretKey), be.readyForQuery(this.txStatus));
+        this.state = 'relay';
+        ready.socket.on('data', (chunk: Buffer) => this.relayUpstream(chunk));
+        ready.socket.on('error', (err) => this.onUpstreamGone(err));
+        ready.socket.on('close', () => this.onUpstreamGone(null));
+        ready.socket.on('drain', () => this.client.resume());
+        this.client.write(Buffer.concat(out));
+        this.host.log.debug({ session: this.id, identity: identity.name, role, database: targetDb }, 'session ready');
+        const held = this.heldClientChunks;
+        this.heldClientChunks = [];
+        this.client.resume();
+        for (const chunk of held) this.relayClient(chunk);
+      },
+      (err: unknown) => {
+        const e = err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_UNREACHABLE', String(err));
+        this.host.log.warn({ session: this.id, role, database: targetDb, code: e.code, err: e.message }, 'upstream connect failed');
+        // The client learns the class of failure, not the upstream's internals.
+        const clientMessage = e.code === 'RG_UPSTREAM_AUTH' ? ERRORS.RG_UPSTREAM_AUTH.message : ERRORS.RG_UPSTREAM_UNREACHABLE.message;
+        this.fatal(e.code, clientMessage);
+      },
+    );
+  }
+
+  // ----------------------------------------------------------- relay: client
+
+  private relayClient(chunk: Buffer): void {
+    const framer = this.framer;
+    const upstream = this.upstream;
+    if (upstream === null) return;
+    framer.push(chunk);
+    for (;;) {
+      const ev = framer.next();
+      if (ev === FrameEvent.NeedMore) break;
+      if (ev === FrameEvent.Error) {
+        this.flushRun(upstream);
+        return this.fatal(framer.errorCode ?? 'RG_PROTOCOL_VIOLATION');
+      }
+      if (ev === FrameEvent.Raw) {
+        // Part of a CopyData message too big for one chunk: forward as it comes.
+        if (!this.discardUntilSync) this.extendRun(upstream, framer.buf, framer.start, framer.end);
+        continue;
+      }
+      const type = framer.type;
+      if (RELAY_TYPES[type] !== 1) {
+        this.flushRun(upstream);
+        return this.fatal('RG_UNKNOWN_MESSAGE', `invalid frontend message type ${type} ("${String.fromCharCode(type)}")`);
+      }
+      if (this.discardUntilSync) {
+        // After a denied Parse the server would discard until Sync; so do we.
+        if (type === Frontend.Sync) {
+          this.discardUntilSync = false;
+          this.syncsSent++;
+          this.extendRun(upstream, framer.buf, framer.start, framer.end);
+        }
+        continue;
+      }
+      switch (type) {
+        case Frontend.Query:
+          this.onQuery(upstream, framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Parse:
+          this.onParse(upstream, framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Sync:
+          this.syncsSent++;
+          this.extendRun(upstream, framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Terminate:
+          this.flushRun(upstream);
+          return this.onTerminate();
+        case Frontend.FunctionCall:
+          this.onFunctionCall(upstream);
+          break;
+        default:
+          this.extendRun(upstream, framer.buf, framer.start, framer.end);
+      }
+      if (this.state === 'closed') return;
+    }
+    this.flushRun(upstream);
+  }
+
+  /** Simple Query ('Q'): decide every statement; forward only if all are allowed. */
+  private onQuery(upstream: net.Socket, buf: Buffer, start: number, end: number): void {
+    const q = fe.decodeQuery(buf, start, end);
+    if (q === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Query message');
+    const verdict = this.decide(buf, q.textStart, q.textEnd, 'simple');
+    if (verdict.allow) {
+      this.syncsSent++;
+      this.extendRun(upstream, buf, start, end);
+      return;
+    }
+    this.flushRun(upstream);
+    this.injectDenial(upstream, verdict, 'simple', '');
+  }
+
+  /** Parse ('P'): the decision is made here and holds for the statement's Binds. */
+  private onParse(upstream: net.Socket, buf: Buffer, start: number, end: number): void {
+    const p = fe.decodeParse(buf, start, end);
+    if (p === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Parse message');
+    const verdict = this.decide(buf, p.textStart, p.textEnd, 'extended');
+    if (verdict.allow) {
+      this.extendRun(upstream, buf, start, end);
+      return;
+    }
+    this.flushRun(upstream);
+    this.injectDenial(upstream, verdict, 'extended', p.name);
+    this.discardUntilSync = true;
+  }
+
+  /** FunctionCall ('F') calls a function by OID, invisible to any SQL parser: refused. */
+  private onFunctionCall(upstream: net.Socket): void {
+    this.flushRun(upstream);
+    this.injectDenial(
+      upstream,
+      { allow: false, sqlstate: ERRORS.RG_FUNCTION_CALL_REFUSED.sqlstate, message: ERRORS.RG_FUNCTION_CALL_REFUSED.message, rule: 'function-call-message', reason: 'the FunctionCall message bypasses SQL and is refused' },
+      'simple',
+      '',
+    );
+  }
+
+  private decide(buf: Buffer, textStart: number, textEnd: number, protocol: 'simple' | 'extended'): StatementVerdict {
+    const problem = fe.checkSqlBytes(buf, textStart, textEnd);
+    if (problem !== null) {
+      return { allow: false, sqlstate: ERRORS[problem].sqlstate, message: ERRORS[problem].message, rule: 'invalid-text', reason: ERRORS[problem].message };
+    }
+    const context = this.context;
+    if (context === null) return { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' };
+    const sql = buf.toString('utf8', textStart, textEnd);
+    return this.host.authorizer().statements(context, sql, protocol, this.txStatus !== TxStatus.Idle, this.host.time.now());
+  }
+
+  /**
+   * Replace a denied message with one the server is certain to reject (a
+   * syntax error naming a nonce), so the server's own error handling keeps the
+   * protocol state right; the matching ErrorResponse is swapped for ours.
+   */
+  private injectDenial(upstream: net.Socket, verdict: Exclude<StatementVerdict, { allow: true }>, protocol: 'simple' | 'extended', statementName: string): void {
+    const nonce = `rolegate_denied_${this.nonceBase}_${(++this.nonceSeq).toString(36)}`;
+    const response = be.errorResponse({
+      severity: 'ERROR',
+      sqlstate: verdict.sqlstate,
+      message: verdict.message,
+      detail: `rolegate rule "${verdict.rule}": ${verdict.reason}`,
+      position: verdict.position,
+    });
+    if (protocol === 'simple') {
+      this.denials.push({ group: this.syncsSent, nonce, response });
+      this.syncsSent++;
+      upstream.write(simpleQuery(nonce));
+    } else {
+      // Same statement name: a denied Parse of the unnamed statement drops the
+      // previous unnamed statement, exactly as a failed Parse does in the server.
+      this.denials.push({ group: this.syncsSent, nonce, response });
+      upstream.write(parseMessage(statementName, nonce));
+    }
+    if (this.denials.length > 1024) this.denials.shift();
+    this.host.log.info({ session: this.id, rule: verdict.rule, reason: verdict.reason, protocol }, 'statement denied');
+  }
+
+  private onTerminate(): void {
+    const upstream = this.upstream;
+    this.state = 'closed';
+    if (upstream !== null) upstream.end(TERMINATE);
+    this.client.end();
+    this.host.unregister(this);
+  }
+
+  // --------------------------------------------------------- relay: upstream
+
+  private relayUpstream(chunk: Buffer): void {
+    const framer = this.upstreamFramer;
+    const client = this.client;
+    framer.push(chunk);
+    for (;;) {
+      const ev = framer.next();
+      if (ev === FrameEvent.NeedMore) break;
+      if (ev === FrameEvent.Error) {
+        this.flushRun(client);
+        this.host.log.warn({ session: this.id }, 'upstream sent an invalid message length');
+        return this.fatal('RG_UPSTREAM_PROTOCOL');
+      }
+      if (ev === FrameEvent.Raw) {
+        this.extendRun(client, framer.buf, framer.start, framer.end);
+        continue;
+      }
+      const buf = framer.buf;
+      const start = framer.start;
+      const end = framer.end;
+      switch (framer.type) {
+        case Backend.ReadyForQuery:
+          if (end - start === 6) this.txStatus = buf[start + 5] as number;
+          this.onReadyForQuery();
+          this.extendRun(client, buf, start, end);
+          break;
+        case Backend.ErrorResponse:
+          this.onUpstreamError(client, buf, start, end);
+          break;
+        case Backend.ParameterStatus:
+          this.onParameterStatus(buf, start, end);
+          if (this.state === 'closed') return;
+          this.extendRun(client, buf, start, end);
+          break;
+        default:
+          this.extendRun(client, buf, start, end);
+      }
+    }
+    this.flushRun(client);
+  }
+
+  private onReadyForQuery(): void {
+    const group = this.readyReceived++;
+    // Denials whose group has ended without their error (an earlier error made
+    // the server skip the injected statement) are dropped.
+    while (this.denials.length > 0 && (this.denials[0] as PendingDenial).group <= group) this.denials.shift();
+  }
+
+  private onUpstreamError(client: net.Socket, buf: Buffer, start: number, end: number): void {
+    const fields = be.decodeErrorFields(buf.subarray(start + 5, end));
+    if (fields.get('V') === 'FATAL' || fields.get('S') === 'FATAL') this.upstreamSentFatal = true;
+    const head = this.denials[0];
+    if (head !== undefined && head.group === this.readyReceived && (fields.get('M') ?? '').includes(head.nonce)) {
+      this.denials.shift();
+      this.flushRun(client);
+      client.write(head.response);
+      return;
+    }
+    this.extendRun(client, buf, start, end);
+  }
+
+  /** The server reports parameter changes; the pinned ones must never change. */
+  private onParameterStatus(buf: Buffer, start: number, end: number): void {
+    const ps = be.decodeParameterStatus(buf.subarray(start + 5, end));
+    if (ps === null) return;
+    const pinned = PINNED_PARAMETERS.get(ps.name.toLowerCase());
+    if (pinned !== undefined && ps.value.toLowerCase() !== pinned.toLowerCase()) {
+      this.host.log.warn({ session: this.id, parameter: ps.name, value: ps.value }, 'pinned parameter changed upstream; closing session');
+      this.fatal('RG_UPSTREAM_PARAMETER', `parameter "${ps.name}" changed to "${ps.value}"; rolegate requires ${ps.name}=${pinned}`);
+    }
+  }
+
+  // ------------------------------------------------------------ forward runs
+
+  /** Add buf[start, end) to the current run; write the run out when it is not contiguous. */
+  private extendRun(sink: net.Socket, buf: Buffer, start: number, end: number): void {
+    if (this.runBuf === buf && this.runEnd === start) {
+      this.runEnd = end;
+      return;
+    }
+    this.flushRun(sink);
+    this.runBuf = buf;
+    this.runStart = start;
+    this.runEnd = end;
+  }
+
+  private flushRun(sink: net.Socket): void {
+    const buf = this.runBuf;
+    if (buf === null) return;
+    this.runBuf = null;
+    if (this.runEnd <= this.runStart) return;
+    const slice = this.runStart === 0 && this.runEnd === buf.length ? buf : buf.subarray(this.runStart, this.runEnd);
+    if (!sink.write(slice)) {
+      // Backpressure: stop reading the other side until this one drains.
+      if (sink === this.upstream) this.client.pause();
+      else this.upstream?.pause();
+    }
+  }
+
+  // ------------------------------------------------------------------ cancel
+
+  /** Called by the worker for a CancelRequest naming this session (secret already checked). */
+  cancelUpstream(): void {
+    if (this.upstream === null || this.state !== 'relay') return;
+    sendUpstreamCancel(this.config.upstream, this.upstreamProcessId, this.upstreamSecretKey, (err) =>
+      this.host.log.warn({ session: this.id, err: err.message }, 'upstream cancel failed'),
+    );
+  }
+
+  // ------------------------------------------------------------------- ending
+
+  private onStartupTimeout(): void {
+    this.startupTimer = null;
+    if (this.state === 'startup' || this.state === 'sasl-initial' || this.state === 'sasl-final') {
+      this.fatal('RG_STARTUP_TIMEOUT', this.state === 'startup' ? undefined : 'authentication timed out');
+    }
+  }
+
+  private clearStartupTimer(): void {
+    if (this.startupTimer !== null) {
+      clearTimeout(this.startupTimer);
+      this.startupTimer = null;
+    }
+  }
+
+  private onClientGone(err: Error | null): void {
+    if (err !== null) this.host.log.debug({ session: this.id, err: err.message }, 'client socket error');
+    if (this.state === 'closed') return;
+    this.releaseUpstream();
+    this.state = 'closed';
+    this.clearStartupTimer();
+    this.client.destroy();
+    this.host.unregister(this);
+  }
+
+  private onUpstreamGone(err: Error | null): void {
+    if (this.state === 'closed') return;
+    if (err !== null) this.host.log.warn({ session: this.id, err: err.message }, 'upstream socket error');
+    if (this.upstreamSentFatal) {
+      // The server already told the client why (e.g. 57P01 on shutdown).
+      this.close();
+      return;
+    }
+    this.fatal('RG_UPSTREAM_LOST');
+  }
+
+  /** End the upstream session; a query still running is cancelled first, so it cannot run on unobserved. */
+  private releaseUpstream(): void {
+    const upstream = this.upstream;
+    if (upstream === null) return;
+    if (this.state === 'relay' && this.syncsSent > this.readyReceived) this.cancelUpstream();
+    upstream.end(TERMINATE);
+    // An upstream that does not close after Terminate is cut off.
+    setTimeout(() => upstream.destroy(), 5000).unref();
+  }
+
+  /** Administrative end of the session (drain timeout, shutdown). */
+  terminate(code: ErrorCode, message?: string): void {
+    if (this.state === 'closed') return;
+    this.fatal(code, message);
+  }
+
+  /** Send a FATAL ErrorResponse and close the connection. */
+  fatal(code: ErrorCode, message?: string, detail?: string): void {
+    if (this.state === 'closed') return;
+    const entry = ERRORS[code];
+    if (!this.client.destroyed && this.client.writable) {
+      this.client.write(be.errorResponse({ severity: 'FATAL', sqlstate: entry.sqlstate, message: message ?? entry.message, detail }));
+    }
+    this.close();
+  }
+
+  close(): void {
+    if (this.state === 'closed') return;
+    this.releaseUpstream();
+    this.state = 'closed';
+    this.clearStartupTimer();
+    this.client.end();
+    // A peer that never reads must not hold the socket forever.
+    setTimeout(() => this.client.destroy(), 5000).unref();
+    this.host.unregister(this);
+  }
+
+  /** Idle between transactions with nothing outstanding (drain may close it). */
+  get idle(): boolean {
+    return this.state === 'relay' && this.txStatus === TxStatus.Idle && this.syncsSent === this.readyReceived;
+  }
+}
+
+function simpleQuery(sql: string): Buffer {
+  const text = Buffer.from(sql + '\0', 'utf8');
+  const out = Buffer.allocUnsafe(5 + text.length);
+  out[0] = Frontend.Query;
+  out.writeInt32BE(4 + text.length, 1);
+  text.copy(out, 5);
+  return out;
+}
+
+function parseMessage(name: string, sql: string): Buffer {
+  const body = Buffer.from(name + '\0' + sql + '\0\0\0', 'utf8');
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = Frontend.Parse;
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+/**
+ * The startup `options` parameter: space-separated command-line switches, of
+ * which only `-c name=value` / `--name=value` are meaningful (backslash escapes
+ * a space, as in libpq). Returns the pairs or an error message.
+ */
+export function parseOptions(options: string): Array<[string, string]> | string {
+  const words: string[] = [];
+  let cur = '';
+  let escaped = false;
+  for (const ch of options) {
+    if (escaped) {
+      cur += ch;
+      escaped = false;
+    } else if (ch === '\\') {
+      escaped = true;
+    } else if (ch === ' ' || ch === '\t') {
+      if (cur !== '') words.push(cur);
+      cur = '';
+    } else {
+      cur += ch;
+    }
+  }
+  if (cur !== '') words.push(cur);
+  const pairs: Array<[string, string]> = [];
+  for (let i = 0; i < words.length; i++) {
+    let w = words[i] as string;
+    if (w === '-c') {
+      const next = words[++i];
+      if (next === undefined) return 'startup option "-c" needs name=value';
+      w = next;
+    } else if (w.startsWith('-c')) {
+      w = w.slice(2);
+    } else if (w.startsWith('--')) {
+      w = w.slice(2);
+    } else {
+      return `startup option "${w}" is not allowed through rolegate (only -c name=value)`;
+    }
+    const eq = w.indexOf('=');
+    if (eq <= 0) return `startup option "${w}" needs name=value`;
+    pairs.push([w.slice(0, eq).replaceAll('-', '_'), w.slice(eq + 1)]);
+  }
+  return pairs;
+}
+
+/** A random 31-bit secret for BackendKeyData (never the upstream's key). */
+export function randomSecretKey(): number {
+  return randomInt(1, 0x7fffffff);
+}

@@ -1,0 +1,39 @@
+// Messages between the supervisor (main thread) and the worker threads.
+// Plain objects only: errors cross as {code, message}, never as classes.
+
+import type { Config } from '../config/config.ts';
+
+/** A compiled policy as it crosses threads: the module is compiled once in main. */
+export interface PolicyBundle {
+  module: WebAssembly.Module;
+  data: unknown;
+  revision: string;
+}
+
+export interface WorkerData {
+  workerId: number;
+  config: Config;
+  port: number;
+  mockSeed: Uint8Array;
+  policy: PolicyBundle | null;
+  logLevel: string;
+  maxClientsPerWorker: number;
+  /** Start instant of an injected clock (config time.fixed), else null. */
+  fixedTimeMs: number | null;
+}
+
+export type MainToWorker =
+  | { type: 'cancel'; processId: number; secretKey: number }
+  | { type: 'drain' }
+  | { type: 'terminate' }
+  | { type: 'policy'; policy: PolicyBundle | null }
+  | { type: 'stats' };
+
+export type WorkerToMain =
+  | { type: 'listening'; workerId: number; port: number }
+  | { type: 'fatal'; workerId: number; message: string }
+  | { type: 'cancel'; owner: number; processId: number; secretKey: number }
+  | { type: 'drained'; workerId: number }
+  | { type: 'policy-applied'; workerId: number; revision: string }
+  | { type: 'policy-failed'; workerId: number; message: string }
+  | { type: 'stats'; workerId: number; sessions: number; heapUsedBytes: number };

@@ -1,0 +1,220 @@
+// The main thread: starts N worker threads on one reusePort address, restarts a
+// crashed worker, routes CancelRequests between workers, pushes policy
+// revisions, and drains on shutdown. It never touches a client socket.
+
+import { randomBytes } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { RolegateError } from '../errors.ts';
+import type { MainToWorker, PolicyBundle, WorkerData, WorkerToMain } from './messages.ts';
+
+export type WorkerStats = Extract<WorkerToMain, { type: 'stats' }>;
+
+const WORKER_URL = new URL('./worker.ts', import.meta.url);
+
+interface Slot {
+  id: number;
+  worker: Worker | null;
+  listening: boolean;
+  restarts: number[];
+}
+
+export interface SupervisorOptions {
+  config: Config;
+  log: Logger;
+  policy: PolicyBundle | null;
+  logLevel: string;
+  fixedTimeMs: number | null;
+}
+
+export class Supervisor {
+  port = 0;
+  private readonly options: SupervisorOptions;
+  private readonly slots: Slot[] = [];
+  private readonly mockSeed = randomBytes(32);
+  private policy: PolicyBundle | null;
+  private stopping = false;
+  private drainedWaiters = new Map<number, () => void>();
+  private statsCollector: ((msg: WorkerStats) => void) | null = null;
+
+  constructor(options: SupervisorOptions) {
+    this.options = options;
+    this.policy = options.policy;
+  }
+
+  get workerCount(): number {
+    return this.slots.length;
+  }
+
+  /** Start every worker; resolves once all listen (on the same port). */
+  async start(): Promise<number> {
+    const { config } = this.options;
+    for (let i = 0; i < config.workers; i++) this.slots.push({ id: i, worker: null, listening: false, restarts: [] });
+    // The first worker binds the configured port (possibly 0 = any); the rest join it.
+    this.port = await this.spawn(this.slots[0] as Slot, config.listen.port);
+    await Promise.all(this.slots.slice(1).map((slot) => this.spawn(slot, this.port)));
+    this.options.log.info({ host: config.listen.host, port: this.port, workers: config.workers, policy: this.policy?.revision ?? 'static' }, 'listening');
+    return this.port;
+  }
+
+  private spawn(slot: Slot, port: number): Promise<number> {
+    const { config } = this.options;
+    const data: WorkerData = {
+      workerId: slot.id,
+      config,
+      port,
+      mockSeed: new Uint8Array(this.mockSeed),
+      policy: this.policy,
+      logLevel: this.options.logLevel,
+      maxClientsPerWorker: Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers)),
+      fixedTimeMs: this.options.fixedTimeMs,
+    };
+    const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}` });
+    slot.worker = worker;
+    slot.listening = false;
+    return new Promise((resolve, reject) => {
+      let started = false;
+      worker.on('message', (msg: WorkerToMain) => {
+        if (msg.type === 'listening' && !started) {
+          started = true;
+          slot.listening = true;
+          resolve(msg.port);
+          return;
+        }
+        if (msg.type === 'fatal' && !started) {
+          started = true;
+          reject(new RolegateError('RG_INTERNAL', msg.message));
+          void worker.terminate();
+          return;
+        }
+        this.onWorkerMessage(msg);
+      });
+      worker.on('error', (err) => {
+        this.options.log.error({ worker: slot.id, err: err.message, stack: err.stack }, 'worker crashed');
+        if (!started) {
+          started = true;
+          reject(new RolegateError('RG_INTERNAL', `worker ${slot.id} failed to start: ${err.message}`));
+        }
+      });
+      worker.on('exit', (code) => {
+        if (slot.worker !== worker) return;
+        slot.worker = null;
+        slot.listening = false;
+        this.drainedWaiters.get(slot.id)?.();
+        if (this.stopping || !started) return;
+        this.restart(slot, code);
+      });
+    });
+  }
+
+  private restart(slot: Slot, code: number): void {
+    const now = Date.now();
+    slot.restarts = slot.restarts.filter((t) => now - t < 60_000);
+    slot.restarts.push(now);
+    // Back off when a worker keeps crashing, so a bad state cannot spin the CPU.
+    const delayMs = Math.min(30_000, 100 * 2 ** (slot.restarts.length - 1));
+    this.options.log.warn({ worker: slot.id, exitCode: code, restartInMs: delayMs }, 'worker exited; restarting');
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.spawn(slot, this.port).then(
+        () => this.options.log.info({ worker: slot.id }, 'worker restarted'),
+        (err: unknown) => this.options.log.error({ worker: slot.id, err: String(err) }, 'worker restart failed'),
+      );
+    }, delayMs).unref();
+  }
+
+  private onWorkerMessage(msg: WorkerToMain): void {
+    switch (msg.type) {
+      case 'cancel': {
+        const target = this.slots[msg.owner]?.worker;
+        if (target) this.send(target, { type: 'cancel', processId: msg.processId, secretKey: msg.secretKey });
+        return;
+      }
+      case 'drained':
+        this.drainedWaiters.get(msg.workerId)?.();
+        return;
+      case 'policy-applied':
+        this.options.log.info({ worker: msg.workerId, revision: msg.revision }, 'policy applied');
+        return;
+      case 'policy-failed':
+        this.options.log.error({ worker: msg.workerId, err: msg.message }, 'policy apply failed');
+        return;
+      case 'stats':
+        this.statsCollector?.(msg);
+        return;
+      case 'listening':
+      case 'fatal':
+        return;
+      default: {
+        const unreachable: never = msg;
+        this.options.log.warn({ msg: unreachable }, 'unknown worker message');
+      }
+    }
+  }
+
+  private send(worker: Worker, msg: MainToWorker): void {
+    worker.postMessage(msg);
+  }
+
+  /** Push a new policy revision to every worker (already validated by the caller). */
+  setPolicy(policy: PolicyBundle | null): void {
+    this.policy = policy;
+    for (const slot of this.slots) if (slot.worker) this.send(slot.worker, { type: 'policy', policy });
+  }
+
+  /**
+   * Graceful stop: workers stop accepting; sessions get up to drainTimeoutMs to
+   * end on their own, then the rest receive 57P01 and are closed.
+   */
+  async shutdown(drainTimeoutMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const live = this.slots.filter((s) => s.worker !== null);
+    this.options.log.info({ drainTimeoutMs }, 'draining');
+    const drained = live.map(
+      (slot) =>
+        new Promise<void>((resolve) => {
+          this.drainedWaiters.set(slot.id, resolve);
+        }),
+    );
+    for (const slot of live) if (slot.worker) this.send(slot.worker, { type: 'drain' });
+    const timedOut = await Promise.race([Promise.all(drained).then(() => false), delay(drainTimeoutMs).then(() => true)]);
+    if (timedOut) {
+      this.options.log.warn({}, 'drain timeout: terminating remaining sessions');
+      const terminated = live.map(
+        (slot) =>
+          new Promise<void>((resolve) => {
+            this.drainedWaiters.set(slot.id, resolve);
+          }),
+      );
+      for (const slot of live) if (slot.worker) this.send(slot.worker, { type: 'terminate' });
+      await Promise.race([Promise.all(terminated), delay(2000)]);
+      // Give the 57P01 messages a moment to leave the sockets.
+      await delay(100);
+    }
+    await Promise.all(live.map((slot) => slot.worker?.terminate()));
+    this.options.log.info({}, 'stopped');
+  }
+
+  /** Per-worker session counts and heap (for tests, admin and the idle-client bench). */
+  async stats(): Promise<WorkerStats[]> {
+    const live = this.slots.filter((s) => s.worker !== null);
+    const results: WorkerStats[] = [];
+    await new Promise<void>((resolve) => {
+      if (live.length === 0) return resolve();
+      this.statsCollector = (msg) => {
+        results.push(msg);
+        if (results.length === live.length) resolve();
+      };
+      for (const slot of live) if (slot.worker) this.send(slot.worker, { type: 'stats' });
+      setTimeout(resolve, 2000).unref();
+    });
+    this.statsCollector = null;
+    return results;
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
