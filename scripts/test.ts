@@ -82,7 +82,8 @@ async function main(): Promise<number> {
       say('--unit: PostgreSQL not started');
     } else {
       const started = Date.now();
-      postgres = await startLocalPostgres({ log: process.env['ROLEGATE_TEST_VERBOSE'] === '1' ? say : undefined });
+      // 1000 idle clients through the proxy hold 1000 upstream sessions (session mode).
+      postgres = await startLocalPostgres({ log: process.env['ROLEGATE_TEST_VERBOSE'] === '1' ? say : undefined, settings: { max_connections: '1200', shared_buffers: '64MB' } });
       const version = await postgres.psql('SHOW server_version');
       say(`PostgreSQL ${version} on ${postgres.host}:${postgres.port} (socket ${postgres.socketDir}), up in ${Date.now() - started} ms`);
       Object.assign(env, {

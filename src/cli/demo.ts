@@ -18,7 +18,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 export const DEMO_USERS = {
   'orders-svc': 'orders-demo-password',
   'reporting-svc': 'reporting-demo-password',
-  'dba-alice': 'alice-demo-password',
+  migrator: 'migrator-demo-password',
 } as const;
 
 export const DEMO_ROLES = ['app_reader', 'app_writer', 'app_admin'] as const;
@@ -49,7 +49,7 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_writer;`,
 export function demoConfigYaml(options: { port: number; upstreamPort: number; rolePasswords: Record<string, string>; withPolicy: boolean }): string {
   const users = Object.entries(DEMO_USERS)
     .map(([name, pw]) => {
-      const staticRole = name === 'dba-alice' ? 'app_admin' : name === 'orders-svc' ? 'app_writer' : 'app_reader';
+      const staticRole = name === 'migrator' ? 'app_admin' : name === 'orders-svc' ? 'app_writer' : 'app_reader';
       const mapping = options.withPolicy ? '' : `, role: ${staticRole}, database: app`;
       return `  ${name}: { scram_verifier: "${createScramVerifier(pw)}"${mapping} }`;
     })
@@ -79,16 +79,20 @@ export async function runDemo(options: { port: number; logLevel: string }): Prom
   const configFile = path.join(dir, 'rolegate.yaml');
   writeFileSync(configFile, demoConfigYaml({ port: options.port, upstreamPort: pg.port, rolePasswords, withPolicy: true }), { mode: 0o600 });
   const config = loadConfigFile(configFile);
-  const supervisor = await runProxy(config, log, options.logLevel);
-  const lines = Object.entries(DEMO_USERS).map(([name, pw]) => `  psql "postgresql://${name}:${pw}@127.0.0.1:${supervisor.port}/app"`);
+  const { supervisor } = await runProxy(config, log, options.logLevel);
+  const url = (name: keyof typeof DEMO_USERS, extra = ''): string => `psql "postgresql://${name}:${DEMO_USERS[name]}@127.0.0.1:${supervisor.port}/app${extra}"`;
   process.stderr.write(`
 rolegate demo is running: proxy on 127.0.0.1:${supervisor.port} → PostgreSQL on 127.0.0.1:${pg.port} (data in ${pg.dataDir})
-config: ${configFile}   policy: ${path.join(REPO, 'policies')}
+config: ${configFile}   policy: ${path.join(REPO, 'policies')} (services in policies/data.json)
 
-Connect as one of the demo services (orders-svc writes, reporting-svc reads, dba-alice administers):
-${lines.join('\n')}
+Connect as one of the demo services:
+  reporting-svc reads:            ${url('reporting-svc')}
+  orders-svc reads by default…    ${url('orders-svc')}
+  …and writes as app_writer:      ${url('orders-svc', '?options=-c%20rolegate.role%3Dapp_writer')}
+  migrator administers (DDL):     ${url('migrator')}
 
-Try:  SELECT * FROM orders LIMIT 5;   DELETE FROM orders;   (denied for reporting-svc)
+Try:  SELECT * FROM orders LIMIT 5;     DELETE FROM orders;   (42501 for a reader)
+      SELECT pg_read_file('/etc/passwd');                       (denied for everyone)
 Ctrl-C stops the proxy and removes the throwaway database.
 `);
 }

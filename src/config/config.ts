@@ -44,7 +44,8 @@ export interface Config {
   users: Readonly<Record<string, UserConfig>>;
   roles: Readonly<Record<string, RoleCredentials>>;
   policy: PolicyConfig | null;
-  time: { zone: string; bucketMs: number };
+  /** fixedMs: the clock starts at this instant and advances in real time (tests, what-if); null = system clock. */
+  time: { zone: string; bucketMs: number; fixedMs: number | null };
   proxy: { env: string; instance: string };
   admin: { host: string; port: number } | null;
   shutdown: { drainTimeoutMs: number };
@@ -202,8 +203,9 @@ export function parseConfig(text: string, file: string | null, options: LoadOpti
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const msgs = doc.errors.map((e) => {
-      const pos = e.linePos?.[0];
-      return `${label}${pos ? `:${pos.line}:${pos.col}` : ''}: ${e.message.split('\n')[0]}`;
+      // e.linePos is only filled in with prettyErrors: true; e.pos is always there.
+      const pos = lineCounter.linePos(e.pos[0]);
+      return `${label}:${pos.line}:${pos.col}: ${e.message.split('\n')[0]}`;
     });
     throw new RolegateError('RG_CONFIG_INVALID', `invalid configuration:\n  ${msgs.join('\n  ')}`);
   }
@@ -221,13 +223,16 @@ export function parseConfig(text: string, file: string | null, options: LoadOpti
   return deepFreeze(config);
 }
 
+/** The node at keyPath, or the nearest enclosing one when a key is missing (so "is required" still gets a line). */
 function nodeAt(root: unknown, keyPath: string): YamlNode | null {
   let node: unknown = root;
   for (const part of keyPath.split('.')) {
-    if (!isMap(node)) return null;
-    node = node.get(part, true);
+    if (!isMap(node)) break;
+    const child: unknown = node.get(part, true);
+    if (child === undefined) break;
+    node = child;
   }
-  return (node as YamlNode | undefined) ?? null;
+  return (node as YamlNode | null | undefined) ?? null;
 }
 
 const SCRAM_VERIFIER = /^SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$/;
@@ -240,7 +245,8 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   const listenCfg = { host: listen.string('host', '127.0.0.1'), port: listen.int('port', 6432, 0, 65535) };
   listen.finish();
 
-  const workers = top.int('workers', availableParallelism(), 1, 127);
+  // At most 127: the worker id lives in 7 bits of the BackendKeyData process id (cancel routing).
+  const workers = top.int('workers', Math.min(availableParallelism(), 127), 1, 127);
 
   const up = top.child('upstream');
   const upstream = {
@@ -264,7 +270,7 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   for (const [name, r] of top.entries('roles')) {
     const sources = ['password', 'password_env', 'password_file', 'trust'].filter((k) => r.has(k));
     if (sources.length !== 1) {
-      problems.add(r.key(''), `needs exactly one of password, password_env, password_file, trust (has ${sources.length === 0 ? 'none' : sources.join(', ')})`);
+      problems.add(`roles.${name}`, `needs exactly one of password, password_env, password_file, trust (has ${sources.length === 0 ? 'none' : sources.join(', ')})`);
       for (const k of ['password', 'password_env', 'password_file', 'trust']) r.value(k);
     } else if (r.has('password')) {
       roles[name] = { password: r.string('password'), source: 'config' };
@@ -327,7 +333,16 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   } catch {
     problems.add(t.key('zone'), `unknown time zone "${zone}" (use an IANA name such as Europe/Berlin)`);
   }
-  const time = { zone, bucketMs: t.int('bucket_ms', 60_000, 1000, 3_600_000) };
+  const fixedText = t.optionalString('fixed');
+  let fixedMs: number | null = null;
+  if (fixedText !== null) {
+    fixedMs = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/.test(fixedText) ? Date.parse(fixedText) : Number.NaN;
+    if (Number.isNaN(fixedMs)) {
+      problems.add(t.key('fixed'), `must be an RFC 3339 time such as 2026-11-27T22:55:00Z, got ${JSON.stringify(fixedText)}`);
+      fixedMs = null;
+    }
+  }
+  const time = { zone, bucketMs: t.int('bucket_ms', 60_000, 1000, 3_600_000), fixedMs };
   t.finish();
 
   const px = top.child('proxy');

@@ -3,10 +3,12 @@
 //
 // Zero-copy: a message that lies inside one chunk is reported as a subarray of
 // that chunk, so the caller can forward runs of consecutive messages with one
-// write. Only a message split across chunks is assembled (one concat when it is
-// complete). Bulk types (DataRow, CopyData) may be "streamed": when such a
-// message is incomplete its bytes are reported as they arrive (RAW) instead of
-// being buffered, so a 100 MB COPY row never sits in memory whole.
+// write. Only a message split across chunks is assembled, from exactly its own
+// bytes (one concat when it is complete); the rest of the chunk that completes
+// it is framed in place again. Bulk types (DataRow, CopyData) may be
+// "streamed": when such a message is incomplete its bytes are reported as they
+// arrive (Raw) instead of being buffered, so a 100 MB COPY row never sits in
+// memory whole.
 
 export const FrameEvent = {
   /** Nothing more in the buffered bytes; push the next chunk. */
@@ -20,26 +22,39 @@ export const FrameEvent = {
 } as const;
 export type FrameEventKind = (typeof FrameEvent)[keyof typeof FrameEvent];
 
+export type FramerErrorCode = 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE';
+
 const EMPTY = Buffer.alloc(0);
 
 export class Framer {
-  /** Current message type (valid after Frame and Raw). */
+  // ---- the last reported event (read after next()) ----
+  /** Message type (valid after Frame and Raw). */
   type = 0;
+  /** Buffer holding the reported bytes: the pushed chunk, or an assembled message. */
   buf: Buffer = EMPTY;
   start = 0;
   end = 0;
   /** Raw: this part holds the message header. */
   first = false;
-  errorCode: 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE' | null = null;
+  errorCode: FramerErrorCode | null = null;
 
   private readonly maxMessageBytes: number;
   /** 256-entry table: types whose incomplete messages are streamed. */
   private readonly streamed: Uint8Array;
+  /** The chunk being framed and the read position in it. */
+  private chunk: Buffer = EMPTY;
   private pos = 0;
+  /** Bytes of a streamed message still to pass through as Raw. */
   private rawRemaining = 0;
+  /** Parts of a message split across chunks, and how many bytes it needs in all. */
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private pendingNeeded = 0;
+  /** pendingNeeded is 5: only the header is known to be needed so far. */
+  private pendingHeader = false;
+  /** A completed split message (or streamed header part) to report before the chunk. */
+  private ready: Buffer | null = null;
+  private readyIsRaw = false;
   private failed = false;
 
   constructor(maxMessageBytes: number, streamedTypes: readonly number[] = []) {
@@ -50,37 +65,84 @@ export class Framer {
 
   /** Bytes held back waiting for the rest of a message (bounded by maxMessageBytes). */
   get bufferedBytes(): number {
-    return this.pendingBytes + (this.buf.length - this.pos);
+    return this.pendingBytes + (this.ready?.length ?? 0) + (this.chunk.length - this.pos);
   }
 
+  /** The bytes pushed but not yet reported (for handing the stream to another framer). */
+  takeRest(): Buffer {
+    const parts: Buffer[] = [...this.pending];
+    if (this.chunk.length > this.pos) parts.push(this.chunk.subarray(this.pos));
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.chunk = EMPTY;
+    this.pos = 0;
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+  }
+
+  /** Call only after next() returned NeedMore (or before the first next()). */
   push(chunk: Buffer): void {
     if (this.failed) return;
-    if (this.pendingBytes > 0) {
-      this.pending.push(chunk);
-      this.pendingBytes += chunk.length;
-      if (this.pendingBytes < this.pendingNeeded) {
-        this.buf = EMPTY;
-        this.pos = 0;
+    this.chunk = chunk;
+    this.pos = 0;
+    if (this.pendingBytes === 0) return;
+    // Complete the split message from the head of this chunk only.
+    while (this.pos < chunk.length) {
+      const take = Math.min(this.pendingNeeded - this.pendingBytes, chunk.length - this.pos);
+      this.pending.push(chunk.subarray(this.pos, this.pos + take));
+      this.pendingBytes += take;
+      this.pos += take;
+      if (this.pendingBytes < this.pendingNeeded) return;
+      if (!this.pendingHeader) {
+        this.ready = Buffer.concat(this.pending, this.pendingBytes);
+        this.readyIsRaw = false;
+        this.clearPending();
         return;
       }
-      this.buf = this.pending.length === 1 ? (this.pending[0] as Buffer) : Buffer.concat(this.pending, this.pendingBytes);
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.pendingNeeded = 0;
-    } else {
-      this.buf = chunk;
+      // The header is complete: now the whole length is known.
+      const head = Buffer.concat(this.pending, this.pendingBytes);
+      const type = head[0] as number;
+      const total = this.checkedTotal(head.readInt32BE(1));
+      if (total < 0) return;
+      if (total === 5) {
+        this.ready = head;
+        this.readyIsRaw = false;
+        this.clearPending();
+        return;
+      }
+      if (this.streamed[type] === 1 && total - 5 > chunk.length - this.pos) {
+        // Streamed: report the header now, the body as it arrives.
+        this.ready = head;
+        this.readyIsRaw = true;
+        this.rawRemaining = total - 5;
+        this.clearPending();
+        return;
+      }
+      this.pending = [head];
+      this.pendingNeeded = total;
+      this.pendingHeader = false;
     }
-    this.pos = 0;
   }
 
   next(): FrameEventKind {
     if (this.failed) return FrameEvent.Error;
-    const buf = this.buf;
+    const ready = this.ready;
+    if (ready !== null) {
+      this.ready = null;
+      this.type = ready[0] as number;
+      this.buf = ready;
+      this.start = 0;
+      this.end = ready.length;
+      this.first = true;
+      return this.readyIsRaw ? FrameEvent.Raw : FrameEvent.Frame;
+    }
+    if (this.pendingBytes > 0) return FrameEvent.NeedMore;
+    const buf = this.chunk;
     const pos = this.pos;
     const avail = buf.length - pos;
     if (this.rawRemaining > 0) {
       if (avail === 0) return FrameEvent.NeedMore;
       const n = avail < this.rawRemaining ? avail : this.rawRemaining;
+      this.buf = buf;
       this.start = pos;
       this.end = pos + n;
       this.first = false;
@@ -89,15 +151,14 @@ export class Framer {
       return FrameEvent.Raw;
     }
     if (avail < 5) {
-      if (avail > 0) this.stash(5);
+      if (avail > 0) this.stash(5, true);
       return FrameEvent.NeedMore;
     }
     const type = buf[pos] as number;
-    const len = buf.readInt32BE(pos + 1);
-    if (len < 4) return this.fail('RG_BAD_MESSAGE_LENGTH');
-    if (len > this.maxMessageBytes) return this.fail('RG_MESSAGE_TOO_LARGE');
-    const total = len + 1;
+    const total = this.checkedTotal(buf.readInt32BE(pos + 1));
+    if (total < 0) return FrameEvent.Error;
     this.type = type;
+    this.buf = buf;
     if (avail >= total) {
       this.start = pos;
       this.end = pos + total;
@@ -112,26 +173,42 @@ export class Framer {
       this.pos = buf.length;
       return FrameEvent.Raw;
     }
-    this.stash(total);
+    this.stash(total, false);
     return FrameEvent.NeedMore;
   }
 
-  private stash(needed: number): void {
-    const rest = this.buf.subarray(this.pos);
+  /** Message length field → total bytes with the type byte, or -1 (and failed) when invalid. */
+  private checkedTotal(len: number): number {
+    if (len < 4) return this.fail('RG_BAD_MESSAGE_LENGTH');
+    if (len > this.maxMessageBytes) return this.fail('RG_MESSAGE_TOO_LARGE');
+    return len + 1;
+  }
+
+  private stash(needed: number, headerOnly: boolean): void {
+    const rest = this.chunk.subarray(this.pos);
     this.pending = [rest];
     this.pendingBytes = rest.length;
     this.pendingNeeded = needed;
-    this.buf = EMPTY;
+    this.pendingHeader = headerOnly;
+    this.chunk = EMPTY;
     this.pos = 0;
   }
 
-  private fail(code: 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE'): FrameEventKind {
-    this.failed = true;
-    this.errorCode = code;
+  private clearPending(): void {
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingNeeded = 0;
+    this.pendingHeader = false;
+  }
+
+  private fail(code: FramerErrorCode): number {
+    this.failed = true;
+    this.errorCode = code;
+    this.clearPending();
+    this.ready = null;
+    this.chunk = EMPTY;
     this.buf = EMPTY;
     this.pos = 0;
-    return FrameEvent.Error;
+    return -1;
   }
 }

@@ -23,6 +23,18 @@ export function readCString(buf: Buffer, pos: number, end: number): DecodedText 
 }
 
 /**
+ * A statement or portal name: like readCString, but null unless the bytes are
+ * UTF-8. Names key the session's bookkeeping, and lossy decoding would map
+ * distinct names to one string ("\xff" and "\xfe" both become U+FFFD). The
+ * server, pinned to client_encoding=UTF8, refuses such names as well.
+ */
+function readName(buf: Buffer, pos: number, end: number): DecodedText | null {
+  const nul = buf.indexOf(0, pos);
+  if (nul < 0 || nul >= end || !isUtf8(buf.subarray(pos, nul))) return null;
+  return { text: buf.toString('utf8', pos, nul), next: nul + 1 };
+}
+
+/**
  * SQL text of Query or Parse: UTF-8 only (the upstream is pinned to
  * client_encoding=UTF8, so anything else would be read differently by the
  * server than by the parser). The first NUL ends the C string in the server,
@@ -30,6 +42,7 @@ export function readCString(buf: Buffer, pos: number, end: number): DecodedText 
  */
 export function checkSqlBytes(buf: Buffer, start: number, end: number): TextProblem | null {
   const slice = buf.subarray(start, end);
+  if (slice.includes(0)) return 'RG_NUL_IN_TEXT';
   if (!isUtf8(slice)) return 'RG_INVALID_UTF8';
   return null;
 }
@@ -53,23 +66,24 @@ export interface ParseMessage {
 
 /** Parse ('P'): statement name, query string, int16 count, int32 type OIDs. */
 export function decodeParse(buf: Buffer, start: number, end: number): ParseMessage | null {
-  const name = readCString(buf, start + 5, end);
+  const name = readName(buf, start + 5, end);
   if (name === null) return null;
   const textStart = name.next;
   const nul = buf.indexOf(0, textStart);
   if (nul < 0 || nul >= end) return null;
   const countPos = nul + 1;
   if (countPos + 2 > end) return null;
-  const count = buf.readInt16BE(countPos);
-  if (count < 0 || countPos + 2 + count * 4 !== end) return null;
+  // Unsigned, as the server reads it (pq_getmsgint(msg, 2)): libpq sends up to 65535.
+  const count = buf.readUInt16BE(countPos);
+  if (countPos + 2 + count * 4 !== end) return null;
   return { name: name.text, textStart, textEnd: nul, paramTypeCount: count };
 }
 
 /** Bind ('B'): only the portal and statement names are needed. */
 export function decodeBind(buf: Buffer, start: number, end: number): { portal: string; statement: string } | null {
-  const portal = readCString(buf, start + 5, end);
+  const portal = readName(buf, start + 5, end);
   if (portal === null) return null;
-  const statement = readCString(buf, portal.next, end);
+  const statement = readName(buf, portal.next, end);
   if (statement === null) return null;
   return { portal: portal.text, statement: statement.text };
 }
@@ -78,14 +92,14 @@ export function decodeBind(buf: Buffer, start: number, end: number): { portal: s
 export function decodeTarget(buf: Buffer, start: number, end: number): { kind: 'S' | 'P'; name: string } | null {
   const kindByte = buf[start + 5];
   if (kindByte !== 0x53 /* 'S' */ && kindByte !== 0x50 /* 'P' */) return null;
-  const name = readCString(buf, start + 6, end);
+  const name = readName(buf, start + 6, end);
   if (name === null || name.next !== end) return null;
   return { kind: kindByte === 0x53 ? 'S' : 'P', name: name.text };
 }
 
 /** Execute ('E'): portal name and max rows. */
 export function decodeExecute(buf: Buffer, start: number, end: number): { portal: string; maxRows: number } | null {
-  const portal = readCString(buf, start + 5, end);
+  const portal = readName(buf, start + 5, end);
   if (portal === null || portal.next + 4 !== end) return null;
   return { portal: portal.text, maxRows: buf.readInt32BE(portal.next) };
 }

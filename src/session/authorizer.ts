@@ -1,8 +1,8 @@
 // The seam between a session and whatever decides: the static config mapping
-// (no policy configured) or the Rego policy (src/policy). A session calls it
-// synchronously on the hot path; implementations must not block or throw.
+// (no policy configured) or the Rego policy (policy-authorizer.ts). A session
+// calls it synchronously on the hot path; implementations must not block or throw.
 
-import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, TimeInput } from '../policy/contract.ts';
+import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementFacts } from '../policy/contract.ts';
 
 /** What a session knows about itself once the connect decision is made. */
 export interface SessionContext {
@@ -11,22 +11,50 @@ export interface SessionContext {
   readonly proxy: ProxyInput;
   readonly role: string;
   readonly database: string;
+  /** Identity, role, database and client address in one string: the session's part of a decision-cache key. */
+  readonly cacheKey: string;
+}
+
+/** A prepared statement as rolegate saw it created, and the decision it holds. */
+export interface PreparedRecord {
+  /** The statement's text: a Parse message's text, or the body of PREPARE … AS <body>. */
+  sql: string;
+  /** The authorizer (policy revision) and time bucket that last allowed it. */
+  authorizer: Authorizer;
+  bucket: number;
+}
+
+/**
+ * What one session created that no parser sees in a later statement:
+ * prepared statements (Parse and SQL PREPARE share one namespace in the
+ * server, and so here) and cursors. EXECUTE and Bind are decided as the
+ * statement they run.
+ */
+export class SessionSqlState {
+  readonly statements = new Map<string, PreparedRecord>();
+  readonly cursors = new Map<string, StatementFacts>();
+  static readonly MAX_ENTRIES = 10_000;
+
+  clear(): void {
+    this.statements.clear();
+    this.cursors.clear();
+  }
 }
 
 export type StatementProtocol = 'simple' | 'extended';
 
-export type StatementVerdict =
-  | { allow: true }
-  | {
-      allow: false;
-      /** 42501 for a policy deny, 42601 for text the parser rejects (fail closed). */
-      sqlstate: string;
-      message: string;
-      rule: string;
-      reason: string;
-      /** 1-based character position in the text, for parse errors. */
-      position?: number;
-    };
+export interface StatementDenial {
+  allow: false;
+  /** 42501 for a policy deny, 42601 for text the parser rejects (fail closed). */
+  sqlstate: string;
+  message: string;
+  rule: string;
+  reason: string;
+  /** 1-based character position in the text, for parse errors. */
+  position?: number;
+}
+
+export type StatementVerdict = { allow: true } | StatementDenial;
 
 export const ALLOW: StatementVerdict = Object.freeze({ allow: true });
 
@@ -36,7 +64,8 @@ export interface Authorizer {
   connect(input: ConnectInput): ConnectDecision;
   /**
    * Decide every statement in one SQL text (a simple Query may hold several;
-   * the text is forwarded only if all are allowed).
+   * the text is forwarded only if all are allowed). `state` is updated for
+   * allowed PREPARE / DEALLOCATE / DECLARE / DISCARD.
    */
-  statements(session: SessionContext, sql: string, protocol: StatementProtocol, inTransaction: boolean, time: TimeInput): StatementVerdict;
+  statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict;
 }

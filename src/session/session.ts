@@ -24,7 +24,7 @@ import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } from '../auth/scram.ts';
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
-import type { Authorizer, SessionContext, StatementVerdict } from './authorizer.ts';
+import { SessionSqlState, type Authorizer, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
 export interface SessionLog {
@@ -123,6 +123,8 @@ export class ClientSession {
   private upstreamSentFatal = false;
   /** Client bytes that arrived while the upstream was being connected. */
   private heldClientChunks: Buffer[] = [];
+  /** PREPARE'd statements and cursors of this session (what EXECUTE runs). */
+  private readonly sqlState = new SessionSqlState();
 
   // Forward-run bookkeeping (one run per direction at a time; see flushRun()).
   private runBuf: Buffer | null = null;
@@ -275,9 +277,9 @@ export class ClientSession {
       if (after === 'closed') return;
       if (after === 'connecting') {
         // Anything the client pipelined after its final SASL message waits for the upstream.
-        const rest = framer.buf.subarray(framer.end);
+        const rest = framer.takeRest();
         this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
-        if (rest.length > 0) this.heldClientChunks.push(Buffer.from(rest));
+        if (rest.length > 0) this.heldClientChunks.push(rest);
         return;
       }
     }
@@ -339,7 +341,14 @@ export class ClientSession {
     }
     const role = decision.role;
     const targetDb = decision.database ?? database;
-    this.context = { identity, client: input.client, proxy: this.config.proxy, role, database: targetDb };
+    this.context = {
+      identity,
+      client: input.client,
+      proxy: this.config.proxy,
+      role,
+      database: targetDb,
+      cacheKey: `${identity.method}\u0001${identity.name}\u0001${role}\u0001${targetDb}\u0001${input.client.addr}`,
+    };
     const creds = Object.hasOwn(this.config.roles, role) ? this.config.roles[role] : undefined;
     if (creds === undefined) {
       this.host.log.warn({ session: this.id, role }, 'no upstream credentials for role');
@@ -442,6 +451,13 @@ export class ClientSession {
         case Frontend.FunctionCall:
           this.onFunctionCall(upstream);
           break;
+        case Frontend.Bind:
+          this.onBind(upstream, framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Close:
+          this.onClose(framer.buf, framer.start, framer.end);
+          this.extendRun(upstream, framer.buf, framer.start, framer.end);
+          break;
         default:
           this.extendRun(upstream, framer.buf, framer.start, framer.end);
       }
@@ -454,6 +470,8 @@ export class ClientSession {
   private onQuery(upstream: net.Socket, buf: Buffer, start: number, end: number): void {
     const q = fe.decodeQuery(buf, start, end);
     if (q === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Query message');
+    // A simple Query destroys the unnamed prepared statement (as in the server).
+    this.sqlState.statements.delete('');
     const verdict = this.decide(buf, q.textStart, q.textEnd, 'simple');
     if (verdict.allow) {
       this.syncsSent++;
@@ -469,13 +487,63 @@ export class ClientSession {
     const p = fe.decodeParse(buf, start, end);
     if (p === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Parse message');
     const verdict = this.decide(buf, p.textStart, p.textEnd, 'extended');
+    const statements = this.sqlState.statements;
     if (verdict.allow) {
+      // A named statement that exists already is refused by the server
+      // (42P05) and keeps its old text: so its record stays as it is.
+      if (p.name === '' || !statements.has(p.name)) {
+        if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
+          this.flushRun(upstream);
+          this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name);
+          this.discardUntilSync = true;
+          return;
+        }
+        statements.set(p.name, { sql: buf.toString('utf8', p.textStart, p.textEnd), authorizer: this.host.authorizer(), bucket: this.bucket() });
+      }
       this.extendRun(upstream, buf, start, end);
       return;
     }
+    // A failed Parse of the unnamed statement drops the old one in the server too.
+    if (p.name === '') statements.delete('');
     this.flushRun(upstream);
     this.injectDenial(upstream, verdict, 'extended', p.name);
     this.discardUntilSync = true;
+  }
+
+  /** Bind ('B'): the Parse decision holds unless the policy or the time bucket changed since. */
+  private onBind(upstream: net.Socket, buf: Buffer, start: number, end: number): void {
+    const b = fe.decodeBind(buf, start, end);
+    if (b === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Bind message');
+    const rec = this.sqlState.statements.get(b.statement);
+    if (rec !== undefined) {
+      const authorizer = this.host.authorizer();
+      const bucket = this.bucket();
+      if (rec.authorizer !== authorizer || rec.bucket !== bucket) {
+        const context = this.context;
+        const verdict: StatementVerdict =
+          context === null ? { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' } : authorizer.statements(context, this.sqlState, rec.sql, 'extended', this.txStatus !== TxStatus.Idle);
+        if (!verdict.allow) {
+          this.flushRun(upstream);
+          // The statement stays prepared upstream; this execution fails like a failed Parse would.
+          this.injectDenial(upstream, verdict, 'extended', `rolegate_denied_${this.nonceBase}`);
+          this.discardUntilSync = true;
+          return;
+        }
+        rec.authorizer = authorizer;
+        rec.bucket = bucket;
+      }
+    }
+    this.extendRun(upstream, buf, start, end);
+  }
+
+  /** Close ('C') of a statement forgets its Parse decision. */
+  private onClose(buf: Buffer, start: number, end: number): void {
+    const c = fe.decodeTarget(buf, start, end);
+    if (c !== null && c.kind === 'S') this.sqlState.statements.delete(c.name);
+  }
+
+  private bucket(): number {
+    return Math.floor(this.host.time.nowMs() / this.config.time.bucketMs);
   }
 
   /** FunctionCall ('F') calls a function by OID, invisible to any SQL parser: refused. */
@@ -497,7 +565,7 @@ export class ClientSession {
     const context = this.context;
     if (context === null) return { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' };
     const sql = buf.toString('utf8', textStart, textEnd);
-    return this.host.authorizer().statements(context, sql, protocol, this.txStatus !== TxStatus.Idle, this.host.time.now());
+    return this.host.authorizer().statements(context, this.sqlState, sql, protocol, this.txStatus !== TxStatus.Idle);
   }
 
   /**
@@ -505,7 +573,7 @@ export class ClientSession {
    * syntax error naming a nonce), so the server's own error handling keeps the
    * protocol state right; the matching ErrorResponse is swapped for ours.
    */
-  private injectDenial(upstream: net.Socket, verdict: Exclude<StatementVerdict, { allow: true }>, protocol: 'simple' | 'extended', statementName: string): void {
+  private injectDenial(upstream: net.Socket, verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string): void {
     const nonce = `rolegate_denied_${this.nonceBase}_${(++this.nonceSeq).toString(36)}`;
     const response = be.errorResponse({
       severity: 'ERROR',

@@ -27,7 +27,9 @@ export type MainToWorker =
   | { type: 'drain' }
   | { type: 'terminate' }
   | { type: 'policy'; policy: PolicyBundle | null }
-  | { type: 'stats' };
+  | { type: 'stats' }
+  /** Fault injection for the restart test; honoured only with ROLEGATE_FAULT_INJECTION=1. */
+  | { type: 'crash' };
 
 export type WorkerToMain =
   | { type: 'listening'; workerId: number; port: number }

@@ -157,10 +157,41 @@ export class Supervisor {
     worker.postMessage(msg);
   }
 
-  /** Push a new policy revision to every worker (already validated by the caller). */
-  setPolicy(policy: PolicyBundle | null): void {
+  /** Fault injection (tests): make one worker throw, as a bug would. */
+  crashWorker(id: number): void {
+    const worker = this.slots[id]?.worker;
+    if (worker) this.send(worker, { type: 'crash' });
+  }
+
+  /**
+   * Push a new policy revision (already validated by the caller) to every
+   * worker; resolves when each has swapped it in (or failed to).
+   */
+  setPolicy(policy: PolicyBundle | null): Promise<Array<{ workerId: number; ok: boolean; message: string }>> {
     this.policy = policy;
-    for (const slot of this.slots) if (slot.worker) this.send(slot.worker, { type: 'policy', policy });
+    const live = this.slots.filter((s) => s.worker !== null);
+    return Promise.all(
+      live.map(
+        (slot) =>
+          new Promise<{ workerId: number; ok: boolean; message: string }>((resolve) => {
+            const worker = slot.worker;
+            if (worker === null) return resolve({ workerId: slot.id, ok: false, message: 'worker gone' });
+            const onMessage = (msg: WorkerToMain): void => {
+              if (msg.type === 'policy-applied' || msg.type === 'policy-failed') {
+                worker.off('message', onMessage);
+                clearTimeout(timer);
+                resolve({ workerId: slot.id, ok: msg.type === 'policy-applied', message: msg.type === 'policy-failed' ? msg.message : msg.revision });
+              }
+            };
+            const timer = setTimeout(() => {
+              worker.off('message', onMessage);
+              resolve({ workerId: slot.id, ok: false, message: 'no answer within 10 s' });
+            }, 10_000);
+            worker.on('message', onMessage);
+            this.send(worker, { type: 'policy', policy });
+          }),
+      ),
+    );
   }
 
   /**

@@ -13,6 +13,7 @@ import * as be from '../protocol/backend.ts';
 import type { Authorizer } from '../session/authorizer.ts';
 import { offsetClock, systemClock, TimeSource } from '../session/clock.ts';
 import { ClientSession, randomSecretKey, type SessionHost } from '../session/session.ts';
+import { FactsCache } from '../sql/facts-cache.ts';
 import { createAuthorizer } from './authorizer-factory.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
 
@@ -27,8 +28,11 @@ const sessions = new Map<number, ClientSession>();
 const allSessions = new Set<ClientSession>();
 let sequence = 0;
 let draining = false;
-let authorizer: Authorizer = await createAuthorizer(config, data.policy, log);
 const clock = data.fixedTimeMs === null ? systemClock : offsetClock(data.fixedTimeMs);
+const time = new TimeSource(config.time.zone, clock);
+// Parsed facts depend only on the SQL text: the cache survives policy reloads.
+const facts = new FactsCache(config.limits.parseCacheEntries);
+let authorizer: Authorizer = await createAuthorizer(config, data.policy, log, time, facts);
 
 function post(msg: WorkerToMain): void {
   port?.postMessage(msg);
@@ -51,7 +55,7 @@ function localCancel(processId: number, secretKey: number): void {
 
 const host: SessionHost = {
   config,
-  time: new TimeSource(config.time.zone, clock),
+  time,
   scramCache: new Map() as SaltedPasswordCache,
   mockSeed: Buffer.from(data.mockSeed),
   log,
@@ -114,7 +118,7 @@ port.on('message', (msg: MainToWorker) => {
       post({ type: 'drained', workerId });
       return;
     case 'policy':
-      createAuthorizer(config, msg.policy, log).then(
+      createAuthorizer(config, msg.policy, log, time, facts).then(
         (next) => {
           authorizer = next;
           post({ type: 'policy-applied', workerId, revision: next.revision });
@@ -124,6 +128,9 @@ port.on('message', (msg: MainToWorker) => {
       return;
     case 'stats':
       post({ type: 'stats', workerId, sessions: allSessions.size, heapUsedBytes: process.memoryUsage().heapUsed });
+      return;
+    case 'crash':
+      if (process.env['ROLEGATE_FAULT_INJECTION'] === '1') throw new Error('fault injection: worker crash requested');
       return;
     default: {
       const unreachable: never = msg;

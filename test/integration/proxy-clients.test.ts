@@ -106,7 +106,7 @@ describe('real clients through rolegate', () => {
   });
 
   test('NoticeResponse reaches the client', async () => {
-    const client = await connect(proxy.port, 'dba-alice');
+    const client = await connect(proxy.port, 'migrator');
     try {
       const notice = new Promise<{ message: string }>((resolve) => client.once('notice', (n: { message: string }) => resolve(n)));
       await client.query("DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$");

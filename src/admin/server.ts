@@ -1,0 +1,83 @@
+// Admin HTTP on its own port (loopback by default): /healthz, /readyz,
+// POST /reload, and the routes later layers add (/metrics). Main thread only.
+
+import http from 'node:http';
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+
+export interface AdminRoutes {
+  /** The policy is loaded (or none is configured). */
+  policyReady(): boolean;
+  reload(reason: string): Promise<{ ok: boolean; revision: string | null; message: string; changed: boolean }>;
+  /** Extra GET routes: path → handler returning [status, content type, body]. */
+  extra?: Map<string, () => Promise<[number, string, string]>>;
+}
+
+/** TCP reachability of the upstream, at most one probe per second. */
+function upstreamProbe(config: Config): () => Promise<boolean> {
+  let last = 0;
+  let lastResult = false;
+  let inflight: Promise<boolean> | null = null;
+  return () => {
+    if (Date.now() - last < 1000) return Promise.resolve(lastResult);
+    inflight ??= new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host: config.upstream.host, port: config.upstream.port });
+      const done = (ok: boolean): void => {
+        socket.destroy();
+        last = Date.now();
+        lastResult = ok;
+        inflight = null;
+        resolve(ok);
+      };
+      socket.setTimeout(Math.min(config.upstream.connectTimeoutMs, 2000), () => done(false));
+      socket.once('connect', () => done(true));
+      socket.once('error', () => done(false));
+    });
+    return inflight;
+  };
+}
+
+export function startAdminServer(config: Config, log: Logger, routes: AdminRoutes): Promise<http.Server | null> {
+  const admin = config.admin;
+  if (admin === null) return Promise.resolve(null);
+  const upstreamReachable = upstreamProbe(config);
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0] ?? '/';
+    const send = (status: number, type: string, body: string): void => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
+      res.end(body);
+    };
+    const json = (status: number, body: unknown): void => send(status, 'application/json', `${JSON.stringify(body)}\n`);
+    void (async () => {
+      if (url === '/healthz' && req.method === 'GET') return send(200, 'text/plain', 'ok\n');
+      if (url === '/readyz' && req.method === 'GET') {
+        const policy = routes.policyReady();
+        const upstream = await upstreamReachable();
+        return json(policy && upstream ? 200 : 503, { ready: policy && upstream, policy, upstream });
+      }
+      if (url === '/reload') {
+        if (req.method !== 'POST') return json(405, { error: 'use POST /reload' });
+        const outcome = await routes.reload('admin POST /reload');
+        return json(outcome.ok ? 200 : 422, outcome);
+      }
+      const extra = req.method === 'GET' ? routes.extra?.get(url) : undefined;
+      if (extra !== undefined) {
+        const [status, type, body] = await extra();
+        return send(status, type, body);
+      }
+      return json(404, { error: `no route ${req.method ?? ''} ${url}` });
+    })().catch((err: unknown) => {
+      log.error({ err: String(err), url }, 'admin request failed');
+      if (!res.headersSent) json(500, { error: 'internal error' });
+    });
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', (err) => reject(new Error(`admin listen on ${admin.host}:${admin.port} failed: ${err.message}`)));
+    server.listen(admin.port, admin.host, () => {
+      const address = server.address();
+      log.info({ host: admin.host, port: typeof address === 'object' && address !== null ? address.port : admin.port }, 'admin listening');
+      resolve(server);
+    });
+  });
+}

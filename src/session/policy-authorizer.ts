@@ -1,0 +1,137 @@
+// Statement and connect decisions from the Rego policy, on facts from
+// PostgreSQL's own parser, with the two caches of DESIGN §2:
+//   facts:     exact SQL text → parsed statements (FactsCache, per worker)
+//   decisions: session key + time bucket + transaction state + protocol + SQL
+//              text → decision (this file), bounded, FIFO-evicted.
+// The SQL text stands in for its facts in the key: facts are a pure function
+// of the text. The policy revision is not in the key: a reload builds a new
+// PolicyAuthorizer with an empty decision cache (the facts cache is shared).
+
+import type { ConnectDecision, ConnectInput, StatementDecision, StatementFacts, StatementInput } from '../policy/contract.ts';
+import type { PolicyEngine } from '../policy/engine.ts';
+import type { FactsCache } from '../sql/facts-cache.ts';
+import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
+import type { Authorizer, SessionContext, SessionSqlState, StatementDenial, StatementProtocol, StatementVerdict } from './authorizer.ts';
+import { ALLOW, SessionSqlState as State } from './authorizer.ts';
+import type { TimeSource } from './clock.ts';
+
+export interface PolicyAuthorizerOptions {
+  engine: PolicyEngine;
+  facts: FactsCache;
+  time: TimeSource;
+  bucketMs: number;
+  decisionCacheEntries: number;
+}
+
+export class PolicyAuthorizer implements Authorizer {
+  readonly revision: string;
+  private readonly engine: PolicyEngine;
+  private readonly facts: FactsCache;
+  private readonly time: TimeSource;
+  private readonly bucketMs: number;
+  private readonly maxDecisions: number;
+  private readonly decisions = new Map<string, StatementDecision>();
+  hits = 0;
+  misses = 0;
+
+  constructor(options: PolicyAuthorizerOptions) {
+    this.engine = options.engine;
+    this.revision = options.engine.revision;
+    this.facts = options.facts;
+    this.time = options.time;
+    this.bucketMs = options.bucketMs;
+    this.maxDecisions = options.decisionCacheEntries;
+  }
+
+  connect(input: ConnectInput): ConnectDecision {
+    return this.engine.connect(input);
+  }
+
+  statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict {
+    const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
+    const parsed = this.facts.get(sql);
+    const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0);
+    if (verdict.allow && parsed.ok) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
+    return verdict;
+  }
+
+  private decideParsed(session: SessionContext, state: SessionSqlState, parsed: ParsedText, protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number): StatementVerdict {
+    if (!parsed.ok) {
+      // Fail closed: text the parser rejects is never forwarded.
+      const verdict: StatementDenial = {
+        allow: false,
+        sqlstate: parsed.code === 'RG_PARSE_ERROR' ? '42601' : parsed.code === 'RG_INTERNAL' ? '42501' : '22021',
+        message: parsed.message,
+        rule: 'parse-error',
+        reason: `the statement could not be parsed: ${parsed.message}`,
+      };
+      if (parsed.cursorPosition !== null) verdict.position = parsed.cursorPosition + 1;
+      return verdict;
+    }
+    for (const stmt of parsed.statements) {
+      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket);
+      if (!own.allow) return own;
+      // EXECUTE name runs what was prepared earlier: decide that too, now (a
+      // reload or a time window edge applies to it).
+      const executed = stmt.meta.execute;
+      if (executed !== null) {
+        const rec = state.statements.get(executed);
+        if (rec === undefined) return deny('42501', 'unknown-prepared-statement', `prepared statement "${executed}" was not prepared through rolegate in this session`);
+        if (depth >= 2) return deny('42501', 'nested-execute', `prepared statement "${executed}" executes another prepared statement`);
+        const inner = this.decideParsed(session, state, this.facts.get(rec.sql), protocol, inTransaction, bucket, depth + 1);
+        if (!inner.allow) return inner;
+      }
+    }
+    return ALLOW;
+  }
+
+  /** Session bookkeeping for statements of a text that was allowed as a whole. */
+  private track(state: SessionSqlState, stmt: ParsedStatement, bucket: number): void {
+    const meta = stmt.meta;
+    if (meta.prepare !== null && !state.statements.has(meta.prepare.name) && state.statements.size < State.MAX_ENTRIES) {
+      state.statements.set(meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket });
+    }
+    if (meta.declareCursor !== null && state.cursors.size < State.MAX_ENTRIES) state.cursors.set(meta.declareCursor.name, meta.declareCursor.inner);
+    if (meta.deallocate !== null) {
+      if (meta.deallocate === '') state.statements.clear();
+      else state.statements.delete(meta.deallocate);
+    }
+    if (stmt.facts.command === 'DISCARD ALL') state.clear();
+  }
+
+  private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number): StatementVerdict {
+    const key = `${session.cacheKey}\u0001${bucket}\u0001${inTransaction ? 't' : 'f'}${protocol === 'simple' ? 's' : 'e'}\u0001${facts.sql}`;
+    let decision = this.decisions.get(key);
+    if (decision === undefined) {
+      this.misses++;
+      const input: StatementInput = {
+        identity: session.identity,
+        client: session.client,
+        time: this.time.now(),
+        proxy: session.proxy,
+        session: { role: session.role, database: session.database, in_transaction: inTransaction },
+        statement: { ...facts, protocol },
+      };
+      decision = this.engine.statement(input);
+      if (this.maxDecisions > 0) {
+        if (this.decisions.size >= this.maxDecisions) {
+          const oldest = this.decisions.keys().next();
+          if (oldest.done !== true) this.decisions.delete(oldest.value);
+        }
+        this.decisions.set(key, decision);
+      }
+    } else {
+      this.hits++;
+    }
+    if (decision.allow) return ALLOW;
+    return deny('42501', decision.rule, decision.reason);
+  }
+
+  get decisionCacheSize(): number {
+    return this.decisions.size;
+  }
+}
+
+function deny(sqlstate: string, rule: string, reason: string): StatementVerdict {
+  return { allow: false, sqlstate, message: `permission denied by rolegate rule "${rule}": ${reason}`, rule, reason };
+}
