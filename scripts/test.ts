@@ -17,6 +17,7 @@ import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startLocalPostgres } from '../src/cli/local-postgres.ts';
 import type { LocalPostgres } from '../src/cli/local-postgres.ts';
+import { ensureOpa } from '../src/policy/opa-cli.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const DEFAULT_DIRS = ['test/unit', 'test/integration', 'test/fuzz'];
@@ -78,6 +79,9 @@ async function main(): Promise<number> {
 
   try {
     const env: NodeJS.ProcessEnv = { ...process.env };
+    // The policy tests compile Rego with the pinned OPA: install it first if this machine lacks it.
+    const opaPath = await ensureOpa({ log: say });
+    env['ROLEGATE_OPA'] ??= opaPath;
     if (unitOnly) {
       say('--unit: PostgreSQL not started');
     } else {

@@ -157,7 +157,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions = {}): Pr
   const log = options.log ?? (() => {});
   const authMethod = options.authMethod ?? 'scram-sha-256';
   const binDir = findPostgresBinDir(options.binDir);
-  const identity = await resolveIdentity();
+  const identity = resolveIdentity();
   const settings = validateSettings(options.settings ?? {});
   const psqlBin = pickPsql(binDir);
 
@@ -374,7 +374,7 @@ function removeExitHooks(): void {
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-async function resolveIdentity(): Promise<Identity> {
+function resolveIdentity(): Identity {
   if (process.getuid?.() !== 0) return { osUser: null };
   const ids = spawnSync('id', ['-u', OS_USER], { encoding: 'utf8' });
   const gids = spawnSync('id', ['-g', OS_USER], { encoding: 'utf8' });

@@ -147,6 +147,11 @@ export class ClientSession {
     this.startupTimer = setTimeout(() => this.onStartupTimeout(), this.config.limits.startupTimeoutMs);
   }
 
+  /** The state as it is now (a method, so TypeScript does not keep an earlier narrowing). */
+  private currentState(): State {
+    return this.state;
+  }
+
   get remoteAddress(): string {
     return normaliseAddress(this.client.remoteAddress);
   }
@@ -273,7 +278,7 @@ export class ClientSession {
       if (this.state === 'sasl-initial') this.onSASLInitialResponse(body);
       else if (this.state === 'sasl-final') this.onSASLResponse(body);
       else return this.fatal('RG_PROTOCOL_VIOLATION', 'unexpected message during authentication');
-      const after: State = this.state as State;
+      const after = this.currentState();
       if (after === 'closed') return;
       if (after === 'connecting') {
         // Anything the client pipelined after its final SASL message waits for the upstream.
@@ -579,7 +584,7 @@ export class ClientSession {
       severity: 'ERROR',
       sqlstate: verdict.sqlstate,
       message: verdict.message,
-      detail: `rolegate rule "${verdict.rule}": ${verdict.reason}`,
+      detail: `rule: ${verdict.rule}; policy revision: ${this.host.authorizer().revision}`,
       position: verdict.position,
     });
     if (protocol === 'simple') {

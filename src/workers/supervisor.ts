@@ -90,7 +90,7 @@ export class Supervisor {
         }
         this.onWorkerMessage(msg);
       });
-      worker.on('error', (err) => {
+      worker.on('error', (err: Error) => {
         this.options.log.error({ worker: slot.id, err: err.message, stack: err.stack }, 'worker crashed');
         if (!started) {
           started = true;
@@ -224,7 +224,7 @@ export class Supervisor {
       // Give the 57P01 messages a moment to leave the sockets.
       await delay(100);
     }
-    await Promise.all(live.map((slot) => slot.worker?.terminate()));
+    await Promise.all(live.flatMap((slot) => (slot.worker === null ? [] : [slot.worker.terminate()])));
     this.options.log.info({}, 'stopped');
   }
 
