@@ -20,6 +20,17 @@ export const ERRORS = {
   RG_AUTH_FAILED: { sqlstate: '28P01', message: 'password authentication failed' },
   RG_AUTH_METHOD: { sqlstate: '28000', message: 'authentication method not accepted' },
   RG_CONNECT_DENIED: { sqlstate: '28000', message: 'connection refused by policy' },
+  /** The token sent as the password failed verification (signature, alg, iss, aud, exp, nbf, identity claim): a wrong credential, like a bad password (28P01 invalid_password), so clients do not retry it. */
+  RG_JWT_INVALID: { sqlstate: '28P01', message: 'token authentication failed' },
+  /**
+   * The identity provider's JWKS could not be fetched or read, so no token can be checked. Not the client's fault:
+   * 28xxx would make clients and operators discard a good credential. 08006 (connection_failure), like
+   * RG_UPSTREAM_UNREACHABLE: a dependency of the login is unreachable; drivers' retry policies treat class 08 as transient.
+   */
+  RG_JWKS_UNAVAILABLE: { sqlstate: '08006', message: 'the identity provider keys (JWKS) are unavailable' },
+  RG_TLS_REQUIRED: { sqlstate: '28000', message: 'TLS is required' },
+  RG_CERT_REJECTED: { sqlstate: '28000', message: 'client certificate rejected' },
+  RG_PROXY_PROTOCOL: { sqlstate: '08P01', message: 'PROXY protocol header refused' },
   RG_TOO_MANY_CLIENTS: { sqlstate: '53300', message: 'too many client connections' },
   // upstream
   RG_UPSTREAM_UNREACHABLE: { sqlstate: '08006', message: 'could not connect to the upstream database' },
@@ -40,6 +51,11 @@ export const ERRORS = {
   RG_POLICY_BUILD: { sqlstate: 'F0000', message: 'policy could not be built' },
   RG_POLICY_LOAD: { sqlstate: 'F0000', message: 'policy could not be loaded' },
   RG_POLICY_EVAL: { sqlstate: 'XX000', message: 'policy evaluation failed' },
+  // audit and metrics
+  /** audit.mode fail-closed and the audit sink cannot take records: the statement (or connection) is refused, nothing runs. */
+  RG_AUDIT_UNAVAILABLE: { sqlstate: '58030', message: 'refused: the audit log cannot be written (audit mode is fail-closed)' },
+  /** The audit sink could not be set up at start-up (file not writable, bad URL): the proxy does not start. */
+  RG_AUDIT_SINK: { sqlstate: 'F0000', message: 'the audit sink could not be opened' },
 } as const satisfies Record<string, { sqlstate: string; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

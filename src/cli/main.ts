@@ -34,6 +34,11 @@ Commands:
   check-config     Validate a config file (and build its policy); prints every
                    problem at once.
       --config, -c FILE
+  reload           Ask a running proxy to re-read its config and rebuild its
+                   policy (POST /reload on its admin port, or SIGHUP to a pid).
+      --config, -c FILE    find the admin address in this config's admin: section
+      --admin URL          or give it, e.g. http://127.0.0.1:9187
+      --pid PID            or signal this process instead
   help             This text.  (--help, -h)
   version          Print the version.  (--version, -v)
 
@@ -103,6 +108,27 @@ async function main(argv: string[]): Promise<void> {
       const config = loadConfigFile(values.config);
       if (config.policy !== null) await loadPolicyBundle(config, pino({ level: 'warn' }));
       process.stdout.write(`${values.config}: OK (${Object.keys(config.users).length} users, ${Object.keys(config.roles).length} roles, ${config.workers} workers)\n`);
+      return;
+    }
+    case 'reload': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, admin: { type: 'string' }, pid: { type: 'string' } }, strict: true });
+      const pid = intFlag(values.pid, 'pid');
+      if (pid !== undefined) {
+        process.kill(pid, 'SIGHUP');
+        process.stdout.write(`sent SIGHUP to ${pid}; the proxy log reports the outcome\n`);
+        return;
+      }
+      let url = values.admin;
+      if (url === undefined && values.config !== undefined) {
+        const admin = loadConfigFile(values.config).admin;
+        if (admin === null) usage(`${values.config} has no admin: section; use --pid`);
+        url = `http://${admin.host === '0.0.0.0' ? '127.0.0.1' : admin.host}:${admin.port}`;
+      }
+      if (url === undefined) usage('reload needs --config FILE, --admin URL or --pid PID');
+      const res = await fetch(new URL('/reload', url), { method: 'POST', signal: AbortSignal.timeout(120_000) });
+      const body = await res.text();
+      process.stdout.write(body);
+      if (!res.ok) process.exit(1);
       return;
     }
     default:

@@ -44,7 +44,7 @@ export interface ReloadOutcome {
 export class PolicyReloader {
   revision: string | null;
   lastOutcome: ReloadOutcome | null = null;
-  private readonly config: Config;
+  config: Config;
   private readonly log: Logger;
   private readonly supervisor: Supervisor;
   private running: Promise<ReloadOutcome> | null = null;

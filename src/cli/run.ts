@@ -3,7 +3,7 @@
 
 import type { Logger } from 'pino';
 import { startAdminServer } from '../admin/server.ts';
-import type { Config } from '../config/config.ts';
+import { loadConfigFile, type Config } from '../config/config.ts';
 import { Supervisor } from '../workers/supervisor.ts';
 import { loadPolicyBundle, PolicyReloader } from './policy-loader.ts';
 
@@ -44,17 +44,41 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  let current = config;
+  /**
+   * SIGHUP: re-read the config file (credentials from env/files, TLS material,
+   * auth settings, policy location) and rebuild the policy. Open sessions carry
+   * on; new sessions use the new settings. An invalid config changes nothing.
+   */
+  const reloadAll = async (reason: string): Promise<{ ok: boolean; revision: string | null; message: string; changed: boolean }> => {
+    if (current.file !== null) {
+      try {
+        const next = loadConfigFile(current.file);
+        const fixed = ['listen', 'workers', 'admin'] as const;
+        const ignored = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(current[k]) && !(k === 'listen' && next.listen.port === 0));
+        if (ignored.length > 0) log.warn({ keys: ignored }, 'config reload: these settings need a restart and keep their running values');
+        current = { ...next, listen: current.listen, workers: current.workers, admin: current.admin };
+        supervisor.setConfig(current);
+        if (reloader !== null) reloader.config = current;
+        log.info({ reason, file: current.file }, 'config reload');
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        log.error({ reason, err: message }, 'config reload failed; the running config stays active');
+        return { ok: false, revision: reloader?.revision ?? null, message: `config refused; the running config stays active: ${message}`, changed: false };
+      }
+    }
+    if (reloader !== null) return reloader.reload(reason);
+    return { ok: true, revision: null, message: 'config reloaded (no policy configured)', changed: true };
+  };
   process.on('SIGHUP', () => {
-    if (reloader === null) log.warn({}, 'SIGHUP: no policy configured, nothing to reload');
-    else void reloader.reload('SIGHUP');
+    void reloadAll('SIGHUP');
   });
   // Handlers first: a signal that arrives while workers start must still drain.
   await supervisor.start();
   reloader?.watch();
   await startAdminServer(config, log, {
     policyReady: () => config.policy === null || reloader?.revision !== null,
-    reload: (reason) =>
-      reloader === null ? Promise.resolve({ ok: false, revision: null, message: 'no policy configured', changed: false }) : reloader.reload(reason),
+    reload: (reason) => reloadAll(reason),
   });
   return { supervisor, reloader };
 }

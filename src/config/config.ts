@@ -7,6 +7,8 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { isMap, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { RolegateError } from '../errors.ts';
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../auth/jwt.ts';
+import { parseCidr } from '../protocol/proxy-protocol.ts';
 
 export interface RoleCredentials {
   /** Resolved secret; null means the upstream trusts this role (no password). */
@@ -29,11 +31,70 @@ export interface PolicyConfig {
   watch: boolean;
 }
 
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+/** Client-side TLS (the proxy as TLS server). PEM contents are read at load and on every reload. */
+export interface ClientTlsConfig {
+  certFile: string;
+  keyFile: string;
+  certPem: string;
+  keyPem: string;
+  /** CA bundle that client certificates must chain to (mTLS); null = no client certificates requested. */
+  caFile: string | null;
+  caPem: string | null;
+  minVersion: TlsVersion;
+  ciphers: string | null;
+  /** Refuse logins that are not over TLS (28000). */
+  required: boolean;
+}
+
+export type UpstreamTlsMode = 'disable' | 'require' | 'verify-full';
+
+export interface UpstreamTlsConfig {
+  mode: UpstreamTlsMode;
+  caFile: string | null;
+  caPem: string | null;
+  /** Name checked against the server certificate (verify-full); default upstream.host. */
+  serverName: string | null;
+}
+
+export type CertIdentitySource = 'cn' | 'san-dns' | 'san-uri' | 'san-email';
+
+export interface JwtAuthConfig {
+  issuer: string;
+  audience: string[];
+  jwksUrl: string;
+  algorithms: string[];
+  clockSkewSec: number;
+  identityClaim: string;
+  jwksCacheMs: number;
+  jwksTimeoutMs: number;
+  /** An unknown key id refetches the JWKS at most this often. */
+  minRefreshIntervalMs: number;
+}
+
+export interface AuthConfig {
+  /** A verified client certificate is the identity (no password); null = certificates are not an auth method. */
+  cert: { identity: CertIdentitySource } | null;
+  /** A JWT sent as the password (over TLS only) is the identity; null = off. */
+  jwt: JwtAuthConfig | null;
+}
+
+export interface ProxyProtocolConfig {
+  /** Load balancers allowed to send a PROXY header (v1 or v2). */
+  trustedCidrs: readonly string[];
+  /** Connections from trusted addresses must start with a PROXY header. */
+  required: boolean;
+}
+
 export interface Config {
   file: string | null;
   listen: { host: string; port: number };
   workers: number;
-  upstream: { host: string; port: number; connectTimeoutMs: number };
+  upstream: { host: string; port: number; connectTimeoutMs: number; tls: UpstreamTlsConfig };
+  tls: ClientTlsConfig | null;
+  auth: AuthConfig;
+  proxyProtocol: ProxyProtocolConfig | null;
   limits: {
     maxMessageBytes: number;
     startupTimeoutMs: number;
@@ -158,6 +219,40 @@ class Reader {
     return v;
   }
 
+  oneOf<T extends string>(k: string, values: readonly T[], fallback: T): T {
+    const v = this.value(k);
+    if (v === undefined || v === null) return fallback;
+    if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
+      this.problems.add(this.key(k), `must be one of ${values.join(', ')}, got ${JSON.stringify(v)}`);
+      return fallback;
+    }
+    return v as T;
+  }
+
+  stringList(k: string, fallback: readonly string[]): string[] {
+    const v = this.value(k);
+    if (v === undefined || v === null) return [...fallback];
+    if (typeof v === 'string' && v.length > 0) return [v];
+    if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string' || x.length === 0)) {
+      this.problems.add(this.key(k), `must be a non-empty list of strings, got ${JSON.stringify(v)}`);
+      return [...fallback];
+    }
+    return v as string[];
+  }
+
+  /** A file path (relative to the config file) whose contents are read now. */
+  file(k: string, baseDir: string, required: boolean): { path: string; text: string } | null {
+    const rel = required ? this.string(k) : this.optionalString(k);
+    if (rel === null || rel === '') return null;
+    const p = path.resolve(baseDir, rel);
+    try {
+      return { path: p, text: readFileSync(p, 'utf8') };
+    } catch (err) {
+      this.problems.add(this.key(k), `cannot read ${p}: ${(err as Error).message}`);
+      return null;
+    }
+  }
+
   child(k: string): Reader {
     return new Reader(this.problems, this.value(k), this.key(k));
   }
@@ -249,12 +344,91 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   const workers = top.int('workers', Math.min(availableParallelism(), 127), 1, 127);
 
   const up = top.child('upstream');
-  const upstream = {
-    host: up.string('host', '127.0.0.1'),
-    port: up.int('port', 5432, 1, 65535),
-    connectTimeoutMs: up.int('connect_timeout_ms', 5000, 100, 600_000),
-  };
+  const upHost = up.string('host', '127.0.0.1');
+  const upPort = up.int('port', 5432, 1, 65535);
+  const upTimeout = up.int('connect_timeout_ms', 5000, 100, 600_000);
+  const ut = up.child('tls');
+  const upTlsMode = ut.oneOf('mode', ['disable', 'require', 'verify-full'] as const, 'disable');
+  const upCa = ut.file('ca_file', baseDir, false);
+  if (upTlsMode === 'verify-full' && upCa === null) problems.add(ut.key('ca_file'), 'is required for mode verify-full (the CA bundle the server certificate must chain to)');
+  const upstreamTls: UpstreamTlsConfig = { mode: upTlsMode, caFile: upCa?.path ?? null, caPem: upCa?.text ?? null, serverName: ut.optionalString('server_name') };
+  ut.finish();
+  const upstream = { host: upHost, port: upPort, connectTimeoutMs: upTimeout, tls: upstreamTls };
   up.finish();
+
+  let tls: ClientTlsConfig | null = null;
+  if (top.has('tls')) {
+    const t = top.child('tls');
+    const cert = t.file('cert_file', baseDir, true);
+    const key = t.file('key_file', baseDir, true);
+    const ca = t.file('ca_file', baseDir, false);
+    tls = {
+      certFile: cert?.path ?? '',
+      keyFile: key?.path ?? '',
+      certPem: cert?.text ?? '',
+      keyPem: key?.text ?? '',
+      caFile: ca?.path ?? null,
+      caPem: ca?.text ?? null,
+      minVersion: t.oneOf('min_version', ['TLSv1.2', 'TLSv1.3'] as const, 'TLSv1.2'),
+      ciphers: t.optionalString('ciphers'),
+      required: t.bool('required', false),
+    };
+    if (cert !== null && !cert.text.includes('BEGIN CERTIFICATE')) problems.add(t.key('cert_file'), `${cert.path} holds no PEM certificate`);
+    if (key !== null && !/BEGIN [A-Z ]*PRIVATE KEY/.test(key.text)) problems.add(t.key('key_file'), `${key.path} holds no PEM private key`);
+    t.finish();
+  } else {
+    top.value('tls');
+  }
+
+  const au = top.child('auth');
+  let certAuth: AuthConfig['cert'] = null;
+  if (au.has('cert')) {
+    const c = au.child('cert');
+    certAuth = { identity: c.oneOf('identity', ['cn', 'san-dns', 'san-uri', 'san-email'] as const, 'cn') };
+    c.finish();
+    if (tls === null || tls.caFile === null) problems.add(au.key('cert'), 'needs tls.ca_file (the CA client certificates must chain to)');
+  } else {
+    au.value('cert');
+  }
+  let jwtAuth: JwtAuthConfig | null = null;
+  if (au.has('jwt')) {
+    const j = au.child('jwt');
+    const jwksUrl = j.string('jwks_url');
+    if (jwksUrl !== '' && !/^https?:\/\//.test(jwksUrl)) problems.add(j.key('jwks_url'), `must be an http(s) URL, got ${JSON.stringify(jwksUrl)}`);
+    const algorithms = j.stringList('algorithms', ['RS256', 'ES256', 'PS256', 'EdDSA']);
+    const weak = algorithms.filter((a) => !ASYMMETRIC_JWS_ALGORITHMS.includes(a));
+    if (weak.length > 0) problems.add(j.key('algorithms'), `may not include ${weak.join(', ')} (allowed: ${ASYMMETRIC_JWS_ALGORITHMS.join(', ')}; none and shared-secret algorithms are refused)`);
+    jwtAuth = {
+      issuer: j.string('issuer'),
+      audience: j.stringList('audience', []),
+      jwksUrl,
+      algorithms,
+      clockSkewSec: j.int('clock_skew_s', 30, 0, 600),
+      identityClaim: j.string('identity_claim', 'sub'),
+      jwksCacheMs: j.int('jwks_cache_ms', 600_000, 1000, 86_400_000),
+      jwksTimeoutMs: j.int('jwks_timeout_ms', 5000, 100, 60_000),
+      minRefreshIntervalMs: j.int('jwks_min_refresh_ms', 10_000, 0, 3_600_000),
+    };
+    if (jwtAuth.audience.length === 0) problems.add(j.key('audience'), 'is required (the audience tokens must be issued for)');
+    j.finish();
+    if (tls === null) problems.add(au.key('jwt'), 'needs a tls: section: tokens are accepted only over TLS');
+  } else {
+    au.value('jwt');
+  }
+  au.finish();
+  const auth: AuthConfig = { cert: certAuth, jwt: jwtAuth };
+
+  let proxyProtocol: ProxyProtocolConfig | null = null;
+  if (top.has('proxy_protocol')) {
+    const pp = top.child('proxy_protocol');
+    const cidrs = pp.stringList('trusted_cidrs', []);
+    for (const c of cidrs) if (parseCidr(c) === null) problems.add(pp.key('trusted_cidrs'), `${JSON.stringify(c)} is not a CIDR with host bits zero (e.g. 10.0.0.0/8, fd00::/8)`);
+    if (cidrs.length === 0) problems.add(pp.key('trusted_cidrs'), 'is required: the load balancers allowed to send PROXY headers');
+    proxyProtocol = { trustedCidrs: cidrs, required: pp.bool('required', true) };
+    pp.finish();
+  } else {
+    top.value('proxy_protocol');
+  }
 
   const lim = top.child('limits');
   const limits = {
@@ -375,7 +549,7 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   }
 
   top.finish();
-  return { file, listen: listenCfg, workers, upstream, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters };
+  return { file, listen: listenCfg, workers, upstream, tls, auth, proxyProtocol, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters };
 }
 
 function deepFreeze<T>(value: T): T {

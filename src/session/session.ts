@@ -15,15 +15,19 @@
 
 import { randomBytes, randomInt } from 'node:crypto';
 import type net from 'node:net';
+import type tls from 'node:tls';
 import type { Config } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
 import type { ConnectInput, IdentityInput } from '../policy/contract.ts';
+import type { CertIdentitySource } from '../config/config.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } from '../auth/scram.ts';
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
+import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
+import type { JwtVerifier } from '../auth/jwt.ts';
 import { SessionSqlState, type Authorizer, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
@@ -48,9 +52,20 @@ export interface SessionHost {
   unregister(session: ClientSession): void;
   /** A CancelRequest arrived on this worker's listener: route it to the owning session. */
   routeCancel(processId: number, secretKey: number): void;
+  /** Is tls: configured (SSLRequest answered 'S', direct TLS accepted)? */
+  tlsEnabled(): boolean;
+  /**
+   * Run the server side of a TLS handshake on this socket (certificate and key
+   * of the current config; client certificates verified against tls.ca_file).
+   */
+  tlsUpgrade(raw: net.Socket, first: Buffer | null, onReady: (secure: tls.TLSSocket) => void, onError: (err: Error) => void): void;
+  /** JWT verifier when auth.jwt is configured. */
+  jwt(): JwtVerifier | null;
+  /** Is this peer address a trusted load balancer (may send a PROXY header)? */
+  trustedProxy(addr: string): boolean;
 }
 
-type State = 'startup' | 'sasl-initial' | 'sasl-final' | 'connecting' | 'relay' | 'closed';
+type State = 'proxy-header' | 'startup' | 'tls-handshake' | 'sasl-initial' | 'sasl-final' | 'password' | 'authenticating' | 'connecting' | 'relay' | 'closed';
 
 /** A denial whose injected failing statement is on its way upstream. */
 interface PendingDenial {
@@ -84,6 +99,19 @@ for (const t of [
 
 const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
 
+/** What the TLS layer proved about the client. */
+interface TlsInfo {
+  /** A client certificate was presented and chains to tls.ca_file (and is in date). */
+  authorized: boolean;
+  /** Why a presented certificate was not authorized (e.g. CERT_HAS_EXPIRED). */
+  authorizationError: string | null;
+  certPresented: boolean;
+  subject: string;
+  san: string[];
+  fingerprint: string;
+  commonName: string | null;
+}
+
 export function normaliseAddress(addr: string | undefined): string {
   if (addr === undefined) return '';
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
@@ -93,7 +121,8 @@ let sessionCounter = 0;
 
 export class ClientSession {
   readonly id: string;
-  readonly client: net.Socket;
+  /** The client's socket: the TCP socket, or the TLSSocket over it after SSLRequest. */
+  client: net.Socket;
   processId = 0;
   secretKey = 0;
   state: State = 'startup';
@@ -105,6 +134,10 @@ export class ClientSession {
   private framer: Framer;
   private params = new Map<string, string>();
   private requestedRole: string | null = null;
+  private tlsInfo: TlsInfo | null = null;
+  /** The client's address: the socket peer, or the source in a trusted PROXY header. */
+  private clientAddr: string;
+  private clientPort: number;
   private scram: ScramServerExchange | null = null;
   private context: SessionContext | null = null;
 
@@ -139,12 +172,24 @@ export class ClientSession {
     this.nonceBase = randomBytes(8).toString('hex');
     this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
     this.upstreamFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
+    this.clientAddr = normaliseAddress(client.remoteAddress);
+    this.clientPort = client.remotePort ?? 0;
     client.setNoDelay(true);
-    client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    this.attach(client);
     client.on('error', (err) => this.onClientGone(err));
     client.on('close', () => this.onClientGone(null));
-    client.on('drain', () => this.upstream?.resume());
+    if (this.config.proxyProtocol !== null && host.trustedProxy(this.clientAddr)) this.state = 'proxy-header';
     this.startupTimer = setTimeout(() => this.onStartupTimeout(), this.config.limits.startupTimeoutMs);
+  }
+
+  private readonly onData = (chunk: Buffer): void => this.onClientData(chunk);
+  private readonly onDrain = (): void => {
+    this.upstream?.resume();
+  };
+
+  private attach(socket: net.Socket): void {
+    socket.on('data', this.onData);
+    socket.on('drain', this.onDrain);
   }
 
   /** The state as it is now (a method, so TypeScript does not keep an earlier narrowing). */
@@ -153,7 +198,7 @@ export class ClientSession {
   }
 
   get remoteAddress(): string {
-    return normaliseAddress(this.client.remoteAddress);
+    return this.clientAddr;
   }
 
   // ---------------------------------------------------------------- client in
@@ -166,9 +211,20 @@ export class ClientSession {
       case 'startup':
         this.onStartupBytes(chunk);
         return;
+      case 'proxy-header':
+        this.onProxyHeaderBytes(chunk);
+        return;
       case 'sasl-initial':
       case 'sasl-final':
+      case 'password':
         this.onAuthBytes(chunk);
+        return;
+      case 'tls-handshake':
+      case 'authenticating':
+        // Nothing may arrive here (TLS bytes go to the TLSSocket; a client waits
+        // for the authentication result): hold it and refuse it later.
+        this.startupBuf = this.startupBuf === null ? chunk : Buffer.concat([this.startupBuf, chunk]);
+        if (this.startupBuf.length > 10000) this.fatal('RG_PROTOCOL_VIOLATION', 'unexpected data during authentication');
         return;
       case 'connecting':
         this.heldClientChunks.push(chunk);
@@ -184,8 +240,50 @@ export class ClientSession {
   }
 
   /** Startup phase ("Start-up" in the protocol's message flow): untyped packets. */
+  /** PROXY protocol v1/v2 header from a trusted load balancer, before anything else. */
+  private onProxyHeaderBytes(chunk: Buffer): void {
+    const buf = this.startupBuf === null ? chunk : Buffer.concat([this.startupBuf, chunk]);
+    const parsed = parseProxyHeader(buf);
+    switch (parsed.status) {
+      case 'need-more':
+        this.startupBuf = buf;
+        return;
+      case 'invalid':
+        return this.fatal('RG_PROXY_PROTOCOL', `invalid PROXY protocol header: ${parsed.reason}`);
+      case 'absent':
+        if (this.config.proxyProtocol?.required === true) return this.fatal('RG_PROXY_PROTOCOL', 'a PROXY protocol header is required from this address');
+        this.startupBuf = null;
+        this.state = 'startup';
+        this.onStartupBytes(buf);
+        return;
+      case 'ok': {
+        const header = parsed.header;
+        if (header.kind === 'proxy') {
+          this.clientAddr = normaliseAddress(header.sourceAddr);
+          this.clientPort = header.sourcePort;
+        }
+        this.startupBuf = null;
+        this.state = 'startup';
+        const rest = buf.subarray(parsed.consumed);
+        if (rest.length > 0) this.onStartupBytes(rest);
+        return;
+      }
+      default: {
+        const unreachable: never = parsed;
+        throw new Error(`unhandled PROXY parse ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
   private onStartupBytes(chunk: Buffer): void {
     let buf = this.startupBuf === null ? chunk : Buffer.concat([this.startupBuf, chunk]);
+    if (this.tlsInfo === null && this.startupBuf === null && buf[0] === 0x16 /* TLS handshake record */) {
+      // PostgreSQL 17 direct TLS (sslnegotiation=direct): TLS from the first byte, ALPN "postgresql".
+      return this.startTls(buf, true);
+    }
+    if (this.config.proxyProtocol !== null && this.tlsInfo === null && parseProxyHeader(buf).status !== 'absent' && !this.host.trustedProxy(this.clientAddr)) {
+      return this.fatal('RG_PROXY_PROTOCOL', `PROXY protocol header from untrusted address ${this.clientAddr}`);
+    }
     for (;;) {
       const len = fe.startupPacketLength(buf);
       if (len === null) break;
@@ -196,8 +294,20 @@ export class ClientSession {
       const decoded = fe.decodeStartupPacket(packet);
       switch (decoded.kind) {
         case 'ssl':
+          if (this.tlsInfo !== null) return this.fatal('RG_PROTOCOL_VIOLATION', 'SSLRequest inside a TLS connection');
+          if (!this.host.tlsEnabled()) {
+            // TLS is not configured: 'N' tells the client to go on in plaintext.
+            this.client.write(Buffer.from('N'));
+            continue;
+          }
+          // Bytes sent after SSLRequest but before the handshake were not encrypted:
+          // never treat them as if they were (CVE-2021-23214).
+          if (buf.length > 0) return this.fatal('RG_PROTOCOL_VIOLATION', 'received unencrypted data after SSL request');
+          this.startupBuf = null;
+          this.client.write(Buffer.from('S'));
+          return this.startTls(null, false);
         case 'gssenc':
-          // TLS and GSS encryption are not offered: 'N' tells the client to go on in plaintext.
+          // GSS encryption is not offered.
           this.client.write(Buffer.from('N'));
           continue;
         case 'cancel':
@@ -219,6 +329,58 @@ export class ClientSession {
       }
     }
     this.startupBuf = buf.length === 0 ? null : Buffer.from(buf);
+  }
+
+  /** Wrap the client socket in TLS (after 'S', or direct TLS with `first` bytes already read). */
+  private startTls(first: Buffer | null, direct: boolean): void {
+    if (!this.host.tlsEnabled()) return this.fatal('RG_PROTOCOL_VIOLATION', 'TLS is not configured');
+    const raw = this.client;
+    raw.off('data', this.onData);
+    raw.off('drain', this.onDrain);
+    this.state = 'tls-handshake';
+    this.startupBuf = null;
+    this.host.tlsUpgrade(
+      raw,
+      first,
+      (secure) => this.onTlsReady(secure, direct),
+      (err) => {
+        this.host.log.debug({ session: this.id, err: err.message }, 'TLS handshake failed');
+        this.state = 'closed';
+        this.clearStartupTimer();
+        raw.destroy();
+        this.host.unregister(this);
+      },
+    );
+  }
+
+  private onTlsReady(secure: tls.TLSSocket, direct: boolean): void {
+    if (this.state !== 'tls-handshake') {
+      secure.destroy();
+      return;
+    }
+    this.client = secure;
+    secure.on('error', (err: Error) => this.onClientGone(err));
+    secure.on('close', () => this.onClientGone(null));
+    if (direct && secure.alpnProtocol !== 'postgresql') {
+      // PostgreSQL requires ALPN for direct TLS (it keeps other protocols out).
+      return this.fatal('RG_PROTOCOL_VIOLATION', 'direct TLS connection without ALPN "postgresql"');
+    }
+    const cert = secure.getPeerCertificate();
+    const presented = Object.keys(cert).length > 0;
+    this.tlsInfo = {
+      authorized: presented && secure.authorized,
+      authorizationError: presented && !secure.authorized ? String(secure.authorizationError ?? 'not trusted') : null,
+      certPresented: presented,
+      subject: presented ? formatSubject(cert.subject) : '',
+      san: presented && typeof cert.subjectaltname === 'string' ? cert.subjectaltname.split(', ').filter((x) => x.length > 0) : [],
+      fingerprint: presented ? cert.fingerprint256 : '',
+      commonName: presented ? firstString(cert.subject.CN) : null,
+    };
+    const held = this.startupBuf;
+    this.startupBuf = null;
+    this.state = 'startup';
+    this.attach(secure);
+    if (held !== null) this.onStartupBytes(held);
   }
 
   private onCancelRequest(processId: number, secretKey: number): void {
@@ -250,8 +412,53 @@ export class ClientSession {
       }
     }
     this.params = params;
+    if (this.tlsInfo === null && this.config.tls?.required === true) {
+      return this.fatal('RG_TLS_REQUIRED', 'TLS is required: connect with sslmode=require (or stronger)');
+    }
+    // A certificate that was presented but does not verify is refused outright.
+    if (this.tlsInfo?.certPresented === true && !this.tlsInfo.authorized) {
+      return this.fatal('RG_CERT_REJECTED', `client certificate rejected: ${this.tlsInfo.authorizationError ?? 'not trusted'}`);
+    }
+    const certAuth = this.config.auth.cert;
+    if (certAuth !== null && this.tlsInfo?.authorized === true) return this.onCertificateLogin(user, certAuth.identity);
+    if (!Object.hasOwn(this.config.users, user) && this.config.auth.jwt !== null) {
+      if (this.tlsInfo === null) return this.fatal('RG_TLS_REQUIRED', 'token login requires TLS: connect with sslmode=require (or stronger)');
+      this.state = 'password';
+      this.client.write(be.authenticationCleartextPassword());
+      return;
+    }
     this.state = 'sasl-initial';
     this.client.write(be.authenticationSASL(['SCRAM-SHA-256']));
+  }
+
+  /** A verified client certificate is the identity; the startup user must name it (as PostgreSQL's cert method). */
+  private onCertificateLogin(user: string, source: CertIdentitySource): void {
+    const info = this.tlsInfo;
+    if (info === null) return this.fatal('RG_AUTH_METHOD');
+    const name = certIdentity(info, source);
+    if (name === null) return this.fatal('RG_CERT_REJECTED', `client certificate has no ${source} to take the identity from`);
+    if (name !== user) return this.fatal('RG_CERT_REJECTED', `certificate identity "${name}" does not match user "${user}"`);
+    this.client.write(be.authenticationOk());
+    this.onAuthenticated({ name, method: 'cert', claims: {}, cert: { subject: info.subject, san: info.san, fingerprint: info.fingerprint } });
+  }
+
+  /** PasswordMessage carrying a JWT (auth.jwt; TLS only). */
+  private onPasswordMessage(body: Buffer): void {
+    const verifier = this.host.jwt();
+    if (verifier === null) return this.fatal('RG_AUTH_METHOD');
+    const token = fe.readCString(body, 0, body.length);
+    if (token === null || token.next !== body.length || token.text.length === 0) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed password message');
+    this.state = 'authenticating';
+    verifier.verify(token.text).then(
+      (result) => {
+        if (this.currentState() !== 'authenticating') return;
+        if (!result.ok) return this.authFailed(result.code, result.message);
+        if (this.startupBuf !== null) return this.fatal('RG_PROTOCOL_VIOLATION', 'unexpected data during authentication');
+        this.client.write(be.authenticationOk());
+        this.onAuthenticated({ name: result.identity, method: 'jwt', claims: result.claims, cert: null });
+      },
+      (err: unknown) => this.authFailed('RG_JWT_INVALID', String(err)),
+    );
   }
 
   private isPassthrough(name: string): boolean {
@@ -277,9 +484,16 @@ export class ClientSession {
       const body = framer.buf.subarray(framer.start + 5, framer.end);
       if (this.state === 'sasl-initial') this.onSASLInitialResponse(body);
       else if (this.state === 'sasl-final') this.onSASLResponse(body);
+      else if (this.state === 'password') this.onPasswordMessage(body);
       else return this.fatal('RG_PROTOCOL_VIOLATION', 'unexpected message during authentication');
       const after = this.currentState();
       if (after === 'closed') return;
+      if (after === 'authenticating') {
+        const rest = framer.takeRest();
+        this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
+        if (rest.length > 0) this.startupBuf = rest;
+        return;
+      }
       if (after === 'connecting') {
         // Anything the client pipelined after its final SASL message waits for the upstream.
         const rest = framer.takeRest();
@@ -322,6 +536,7 @@ export class ClientSession {
     this.host.log.info({ session: this.id, user, client: this.remoteAddress, code, why: detailForLog }, 'authentication failed');
     // Wrong password and unknown user read the same (no user enumeration).
     if (code === 'RG_AUTH_FAILED') return this.fatal('RG_AUTH_FAILED', `password authentication failed for user "${user}"`);
+    if (code === 'RG_JWT_INVALID') return this.fatal('RG_JWT_INVALID', `token authentication failed for user "${user}"`);
     return this.fatal(code, detailForLog);
   }
 
@@ -330,7 +545,7 @@ export class ClientSession {
     const database = this.params.get('database') ?? identity.name;
     const input: ConnectInput = {
       identity,
-      client: { addr: this.remoteAddress, port: this.client.remotePort ?? 0, tls: false },
+      client: { addr: this.clientAddr, port: this.clientPort, tls: this.tlsInfo !== null },
       request: {
         database,
         role: this.requestedRole,
@@ -723,8 +938,9 @@ export class ClientSession {
 
   private onStartupTimeout(): void {
     this.startupTimer = null;
-    if (this.state === 'startup' || this.state === 'sasl-initial' || this.state === 'sasl-final') {
-      this.fatal('RG_STARTUP_TIMEOUT', this.state === 'startup' ? undefined : 'authentication timed out');
+    const state = this.state;
+    if (state !== 'connecting' && state !== 'relay' && state !== 'closed') {
+      this.fatal('RG_STARTUP_TIMEOUT', state === 'startup' || state === 'proxy-header' || state === 'tls-handshake' ? undefined : 'authentication timed out');
     }
   }
 
@@ -864,4 +1080,24 @@ export function parseOptions(options: string): Array<[string, string]> | string 
 /** A random 31-bit secret for BackendKeyData (never the upstream's key). */
 export function randomSecretKey(): number {
   return randomInt(1, 0x7fffffff);
+}
+
+function firstString(v: string | string[] | undefined): string | null {
+  if (v === undefined) return null;
+  return Array.isArray(v) ? (v[0] ?? null) : v;
+}
+
+function formatSubject(subject: tls.Certificate | undefined): string {
+  if (subject === undefined) return '';
+  return Object.entries(subject)
+    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : String(v)}`)
+    .join(',');
+}
+
+/** The identity a verified client certificate carries (auth.cert.identity). */
+function certIdentity(info: TlsInfo, source: CertIdentitySource): string | null {
+  if (source === 'cn') return info.commonName;
+  const prefix = source === 'san-dns' ? 'DNS:' : source === 'san-uri' ? 'URI:' : 'email:';
+  const entry = info.san.find((x) => x.startsWith(prefix));
+  return entry === undefined ? null : entry.slice(prefix.length);
 }

@@ -6,6 +6,8 @@
 // and has no size cap: not for the relay path).
 
 import net from 'node:net';
+import tls from 'node:tls';
+import type { UpstreamTlsConfig } from '../config/config.ts';
 import { serialize } from 'pg-protocol';
 import type { BackendMessage } from 'pg-protocol/dist/messages.js';
 import { Parser } from 'pg-protocol/dist/parser.js';
@@ -17,6 +19,7 @@ export interface UpstreamTarget {
   host: string;
   port: number;
   connectTimeoutMs: number;
+  tls: UpstreamTlsConfig;
 }
 
 export interface UpstreamLogin {
@@ -61,6 +64,8 @@ function startupMessage(login: UpstreamLogin): Buffer {
   return out;
 }
 
+const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]); // 80877103
+
 export function cancelRequest(processId: number, secretKey: number): Buffer {
   const out = Buffer.allocUnsafe(16);
   out.writeInt32BE(16, 0);
@@ -81,8 +86,9 @@ export function sendUpstreamCancel(target: UpstreamTarget, processId: number, se
 
 export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, scramCache: SaltedPasswordCache): Promise<UpstreamReady> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: target.host, port: target.port });
-    socket.setNoDelay(true);
+    const raw = net.connect({ host: target.host, port: target.port });
+    raw.setNoDelay(true);
+    let socket: net.Socket = raw;
     const parser = new Parser();
     const parameterStatus = new Map<string, string>();
     let processId = 0;
@@ -98,6 +104,7 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
       clearTimeout(timer);
       socket.removeAllListeners('data');
       socket.destroy();
+      raw.destroy();
       reject(err);
     }
 
@@ -165,6 +172,7 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
           socket.removeListener('data', onData);
           socket.removeListener('error', onSocketError);
           socket.removeListener('close', onClose);
+          raw.removeListener('error', onSocketError);
           const status = (msg as unknown as { status: string }).status;
           resolve({ socket, parameterStatus, processId, secretKey, txStatus: status.charCodeAt(0) });
           return;
@@ -188,9 +196,42 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
       fail(new RolegateError('RG_UPSTREAM_LOST', `upstream ${target.host}:${target.port} closed the connection during startup`));
     }
 
-    socket.on('data', onData);
-    socket.on('error', onSocketError);
-    socket.on('close', onClose);
-    socket.on('connect', () => socket.write(startupMessage(login)));
+    function startup(): void {
+      socket.on('data', onData);
+      socket.on('close', onClose);
+      socket.write(startupMessage(login));
+    }
+
+    /** SSLRequest, then a TLS handshake on the same socket ("SSL Session Encryption"). */
+    function negotiateTls(): void {
+      const mode = target.tls.mode;
+      raw.write(SSL_REQUEST);
+      raw.once('data', (answer: Buffer) => {
+        if (settled) return;
+        if (answer.length !== 1) return fail(new RolegateError('RG_UPSTREAM_PROTOCOL', 'upstream answered SSLRequest with more than one byte (possible man-in-the-middle)'));
+        if (answer[0] !== 0x53 /* 'S' */) return fail(new RolegateError('RG_UPSTREAM_UNREACHABLE', `upstream ${target.host}:${target.port} does not accept TLS (upstream.tls.mode is ${mode})`));
+        const serverName = target.tls.serverName ?? target.host;
+        const secure = tls.connect({
+          socket: raw,
+          host: serverName,
+          ...(net.isIP(serverName) === 0 ? { servername: serverName } : {}),
+          ...(target.tls.caPem === null ? {} : { ca: target.tls.caPem }),
+          rejectUnauthorized: mode === 'verify-full',
+          minVersion: 'TLSv1.2',
+        });
+        socket = secure;
+        secure.on('error', onSocketError);
+        secure.once('secureConnect', () => {
+          if (settled) return;
+          startup();
+        });
+      });
+    }
+
+    raw.on('error', onSocketError);
+    raw.on('connect', () => {
+      if (target.tls.mode === 'disable') startup();
+      else negotiateTls();
+    });
   });
 }

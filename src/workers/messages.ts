@@ -28,6 +28,8 @@ export type MainToWorker =
   | { type: 'terminate' }
   | { type: 'policy'; policy: PolicyBundle | null }
   | { type: 'stats' }
+  /** A reloaded config: new sessions use its credentials, TLS material and auth settings. */
+  | { type: 'config'; config: Config }
   /** Fault injection for the restart test; honoured only with ROLEGATE_FAULT_INJECTION=1. */
   | { type: 'crash' };
 
@@ -38,4 +40,5 @@ export type WorkerToMain =
   | { type: 'drained'; workerId: number }
   | { type: 'policy-applied'; workerId: number; revision: string }
   | { type: 'policy-failed'; workerId: number; message: string }
-  | { type: 'stats'; workerId: number; sessions: number; heapUsedBytes: number };
+  | { type: 'stats'; workerId: number; sessions: number; heapUsedBytes: number }
+  | { type: 'config-applied'; workerId: number };

@@ -30,7 +30,7 @@ export interface SupervisorOptions {
 
 export class Supervisor {
   port = 0;
-  private readonly options: SupervisorOptions;
+  private options: SupervisorOptions;
   private readonly slots: Slot[] = [];
   private readonly mockSeed = randomBytes(32);
   private policy: PolicyBundle | null;
@@ -143,6 +143,9 @@ export class Supervisor {
       case 'stats':
         this.statsCollector?.(msg);
         return;
+      case 'config-applied':
+        this.options.log.debug({ worker: msg.workerId }, 'config applied');
+        return;
       case 'listening':
       case 'fatal':
         return;
@@ -155,6 +158,12 @@ export class Supervisor {
 
   private send(worker: Worker, msg: MainToWorker): void {
     worker.postMessage(msg);
+  }
+
+  /** Hand a reloaded config to every worker (and to workers started later). */
+  setConfig(config: Config): void {
+    this.options = { ...this.options, config };
+    for (const slot of this.slots) if (slot.worker) this.send(slot.worker, { type: 'config', config });
   }
 
   /** Fault injection (tests): make one worker throw, as a bug would. */

@@ -4,6 +4,8 @@
 
 import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import type { SaltedPasswordCache } from '../auth/scram.ts';
@@ -14,6 +16,8 @@ import type { Authorizer } from '../session/authorizer.ts';
 import { offsetClock, systemClock, TimeSource } from '../session/clock.ts';
 import { ClientSession, randomSecretKey, type SessionHost } from '../session/session.ts';
 import { FactsCache } from '../sql/facts-cache.ts';
+import { JwtVerifier } from '../auth/jwt.ts';
+import { cidrContains, parseCidr, type Cidr } from '../protocol/proxy-protocol.ts';
 import { createAuthorizer } from './authorizer-factory.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
 
@@ -21,7 +25,7 @@ const data = workerData as WorkerData;
 const port = parentPort;
 if (port === null) throw new Error('src/workers/worker.ts must run as a worker thread');
 
-const config: Config = data.config;
+let config: Config = data.config;
 const workerId = data.workerId;
 const log = pino({ base: { worker: workerId }, level: data.logLevel });
 const sessions = new Map<number, ClientSession>();
@@ -53,8 +57,100 @@ function localCancel(processId: number, secretKey: number): void {
   session.cancelUpstream();
 }
 
+/**
+ * A never-listening tls.Server per config: sessions hand it their socket after
+ * SSLRequest (or for direct TLS), and it verifies client certificates the way a
+ * listening server does (authorized / authorizationError). Handshakes are
+ * matched back to their session by the socket's peer address and port.
+ */
+interface PendingTls {
+  ready: (secure: tls.TLSSocket) => void;
+  fail: (err: Error) => void;
+}
+const pendingTls = new Map<string, PendingTls>();
+const peerKey = (s: net.Socket): string => `${s.remoteAddress ?? ''}|${s.remotePort ?? 0}`;
+
+function tlsServerOptions(c: NonNullable<Config['tls']>): tls.TlsOptions {
+  return {
+    cert: c.certPem,
+    key: c.keyPem,
+    ...(c.caPem === null ? {} : { ca: c.caPem }),
+    requestCert: c.caPem !== null,
+    // Verified by the session after the handshake, so a bad certificate gets a clear 28000 instead of a TLS alert.
+    rejectUnauthorized: false,
+    minVersion: c.minVersion,
+    ...(c.ciphers === null ? {} : { ciphers: c.ciphers }),
+    ALPNProtocols: ['postgresql'],
+  };
+}
+
+/**
+ * Direct TLS: the first bytes (the ClientHello) were already read, and a TCP
+ * socket's handle cannot take them back, so the handshake runs over a stream
+ * that replays them, on a tls.Server of its own (rare path; it builds a
+ * secure context per connection).
+ */
+function directTlsUpgrade(c: NonNullable<Config['tls']>, raw: net.Socket, first: Buffer, onReady: (s: tls.TLSSocket) => void, onError: (e: Error) => void): void {
+  const stream = new Duplex({
+    read() {
+      raw.resume();
+    },
+    write(chunk: Buffer, _encoding, callback) {
+      raw.write(chunk, callback);
+    },
+    final(callback) {
+      raw.end();
+      callback();
+    },
+    destroy(err, callback) {
+      raw.destroy(err ?? undefined);
+      callback(err);
+    },
+  });
+  stream.push(first);
+  raw.on('data', (chunk: Buffer) => {
+    if (!stream.push(chunk)) raw.pause();
+  });
+  raw.on('end', () => stream.push(null));
+  const server = new tls.Server(tlsServerOptions(c));
+  server.once('secureConnection', onReady);
+  server.once('tlsClientError', onError);
+  server.emit('connection', stream);
+}
+
+function makeTlsServer(c: Config): tls.Server | null {
+  if (c.tls === null) return null;
+  const server = new tls.Server(tlsServerOptions(c.tls));
+  server.on('secureConnection', (secure: tls.TLSSocket) => {
+    const key = peerKey(secure);
+    const pending = pendingTls.get(key);
+    pendingTls.delete(key);
+    if (pending === undefined) secure.destroy();
+    else pending.ready(secure);
+  });
+  server.on('tlsClientError', (err: Error, secure: tls.TLSSocket) => {
+    const key = peerKey(secure);
+    const pending = pendingTls.get(key);
+    pendingTls.delete(key);
+    pending?.fail(err);
+  });
+  return server;
+}
+let tlsServer = makeTlsServer(config);
+/** Trusted load balancers, parsed once per config. */
+function trustedCidrs(c: Config): Cidr[] {
+  return (c.proxyProtocol?.trustedCidrs ?? []).flatMap((text) => {
+    const cidr = parseCidr(text);
+    return cidr === null ? [] : [cidr];
+  });
+}
+let trusted = trustedCidrs(config);
+let jwtVerifier = config.auth.jwt === null ? null : new JwtVerifier(config.auth.jwt);
+
 const host: SessionHost = {
-  config,
+  get config() {
+    return config;
+  },
   time,
   scramCache: new Map() as SaltedPasswordCache,
   mockSeed: Buffer.from(data.mockSeed),
@@ -75,6 +171,19 @@ const host: SessionHost = {
     if (sessions.get(session.processId) === session) sessions.delete(session.processId);
     allSessions.delete(session);
     if (draining && allSessions.size === 0) post({ type: 'drained', workerId });
+  },
+  tlsEnabled: () => tlsServer !== null,
+  tlsUpgrade(raw, first, onReady, onError) {
+    const server = tlsServer;
+    if (server === null || config.tls === null) return onError(new Error('TLS is not configured'));
+    if (first !== null) return directTlsUpgrade(config.tls, raw, first, onReady, onError);
+    pendingTls.set(peerKey(raw), { ready: onReady, fail: onError });
+    raw.once('close', () => pendingTls.delete(peerKey(raw)));
+    server.emit('connection', raw);
+  },
+  jwt: () => jwtVerifier,
+  trustedProxy(addr) {
+    return trusted.some((cidr) => cidrContains(cidr, addr));
   },
   routeCancel(processId, secretKey) {
     const owner = (processId >>> 24) & 0x7f;
@@ -126,6 +235,24 @@ port.on('message', (msg: MainToWorker) => {
         (err: unknown) => post({ type: 'policy-failed', workerId, message: err instanceof Error ? err.message : String(err) }),
       );
       return;
+    case 'config': {
+      // Reloadable parts only (credentials, TLS material, auth settings); listen/workers need a restart.
+      const next = msg.config;
+      try {
+        tlsServer = makeTlsServer(next);
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'TLS material from the reloaded config is unusable; keeping the previous');
+        return;
+      }
+      if (JSON.stringify(next.auth.jwt) !== JSON.stringify(config.auth.jwt)) {
+        void jwtVerifier?.close();
+        jwtVerifier = next.auth.jwt === null ? null : new JwtVerifier(next.auth.jwt);
+      }
+      config = next;
+      trusted = trustedCidrs(next);
+      post({ type: 'config-applied', workerId });
+      return;
+    }
     case 'stats':
       post({ type: 'stats', workerId, sessions: allSessions.size, heapUsedBytes: process.memoryUsage().heapUsed });
       return;

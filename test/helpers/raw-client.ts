@@ -83,7 +83,7 @@ export class RawClient {
     const out: Message[] = [];
     for (;;) {
       const m = await this.read(timeoutMs);
-      if (m === null) throw new Error(`connection closed before "${type}"; got ${out.map((x) => x.type).join('')}`);
+      if (m === null) throw new Error(`connection closed before "${type}"; got ${out.map((x) => describe(x)).join(', ')}`);
       out.push(m);
       if (m.type === type) return out;
     }
