@@ -9,6 +9,8 @@ import type { Config } from '../config/config.ts';
 export interface AdminRoutes {
   /** The policy is loaded (or none is configured). */
   policyReady(): boolean;
+  /** Statements can be audited (false only for a fail-closed sink that is failing). */
+  auditReady(): boolean;
   reload(reason: string): Promise<{ ok: boolean; revision: string | null; message: string; changed: boolean }>;
   /** Extra GET routes: path → handler returning [status, content type, body]. */
   extra?: Map<string, () => Promise<[number, string, string]>>;
@@ -53,8 +55,10 @@ export function startAdminServer(config: Config, log: Logger, routes: AdminRoute
       if (url === '/healthz' && req.method === 'GET') return send(200, 'text/plain', 'ok\n');
       if (url === '/readyz' && req.method === 'GET') {
         const policy = routes.policyReady();
+        const audit = routes.auditReady();
         const upstream = await upstreamReachable();
-        return json(policy && upstream ? 200 : 503, { ready: policy && upstream, policy, upstream });
+        const ready = policy && audit && upstream;
+        return json(ready ? 200 : 503, { ready, policy, audit, upstream });
       }
       if (url === '/reload') {
         if (req.method !== 'POST') return json(405, { error: 'use POST /reload' });

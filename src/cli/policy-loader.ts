@@ -44,6 +44,8 @@ export interface ReloadOutcome {
 export class PolicyReloader {
   revision: string | null;
   lastOutcome: ReloadOutcome | null = null;
+  /** Observer of every reload's outcome (metrics). */
+  onOutcome: ((outcome: ReloadOutcome) => void) | null = null;
   config: Config;
   private readonly log: Logger;
   private readonly supervisor: Supervisor;
@@ -96,6 +98,7 @@ export class PolicyReloader {
       outcome = { ok: false, revision: previous, previous, changed: false, message: `policy refused; revision ${previous ?? 'none'} stays active: ${message}` };
     }
     this.lastOutcome = outcome;
+    this.onOutcome?.(outcome);
     if (outcome.ok) this.log.info({ reason, revision: outcome.revision, previous, changed: outcome.changed }, 'policy reload');
     else this.log.error({ reason, revision: outcome.revision, err: outcome.message }, 'policy reload failed');
     return outcome;

@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import { startAdminServer } from '../admin/server.ts';
 import { loadConfigFile, type Config } from '../config/config.ts';
 import { Supervisor } from '../workers/supervisor.ts';
+import { MetricsRegistry } from '../metrics/registry.ts';
+import { startMainAudit } from '../audit/setup.ts';
+import type { AuditHub } from '../audit/main-side.ts';
 import { loadPolicyBundle, PolicyReloader } from './policy-loader.ts';
 
 export function withOverrides(config: Config, overrides: { port?: number | undefined; workers?: number | undefined }): Config {
@@ -22,8 +25,29 @@ export interface RunningProxy {
 
 export async function runProxy(config: Config, log: Logger, logLevel: string): Promise<RunningProxy> {
   const policy = config.policy === null ? null : await loadPolicyBundle(config, log);
-  const supervisor = new Supervisor({ config, log, policy, logLevel, fixedTimeMs: config.time.fixedMs });
+  const metrics = new MetricsRegistry({ defaultMetrics: config.metrics.defaultMetrics, maxRuleLabels: config.metrics.maxRuleLabels });
+  metrics.setPolicyRevision(policy?.revision ?? null);
+  const supervisor = new Supervisor({ config, log, policy, logLevel, fixedTimeMs: config.time.fixedMs, metrics, audit: null });
+  let auditHub: AuditHub | null = null;
+  if (config.audit !== null) {
+    // A sink that cannot be opened (bad path) refuses start-up: auditing was asked for.
+    const hub = await startMainAudit(
+      config.audit,
+      (msg) => supervisor.broadcast(msg),
+      (id, msg) => supervisor.sendTo(id, msg),
+      (healthy, lastError) => (healthy ? log.info({}, 'audit sink healthy again') : log.error({ err: lastError }, 'audit sink failing')),
+    );
+    supervisor.setAudit(hub);
+    auditHub = hub;
+    metrics.setAuditSource(() => hub.stats());
+  }
   const reloader = config.policy === null ? null : new PolicyReloader(config, log, supervisor, policy?.revision ?? null);
+  if (reloader !== null) {
+    reloader.onOutcome = (outcome) => {
+      metrics.reloadOutcome(!outcome.ok ? 'failure' : outcome.changed ? 'success' : 'unchanged');
+      metrics.setPolicyRevision(reloader.revision);
+    };
+  }
   if (process.env['ROLEGATE_FAULT_INJECTION'] === '1') {
     // Test-only: SIGUSR2 crashes worker 0 so the restart path can be exercised.
     process.on('SIGUSR2', () => supervisor.crashWorker(0));
@@ -64,6 +88,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         log.error({ reason, err: message }, 'config reload failed; the running config stays active');
+        metrics.reloadOutcome('failure');
         return { ok: false, revision: reloader?.revision ?? null, message: `config refused; the running config stays active: ${message}`, changed: false };
       }
     }
@@ -78,7 +103,9 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
   reloader?.watch();
   await startAdminServer(config, log, {
     policyReady: () => config.policy === null || reloader?.revision !== null,
+    auditReady: () => auditHub === null || auditHub.sinkHealthy || config.audit?.mode !== 'fail-closed',
     reload: (reason) => reloadAll(reason),
+    extra: new Map([['/metrics', async () => [200, metrics.contentType, await metrics.metrics()] as [number, string, string]]]),
   });
   return { supervisor, reloader };
 }

@@ -9,6 +9,8 @@ import { isMap, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { RolegateError } from '../errors.ts';
 import { ASYMMETRIC_JWS_ALGORITHMS } from '../auth/jwt.ts';
 import { parseCidr } from '../protocol/proxy-protocol.ts';
+import type { AuditConfig } from '../audit/setup.ts';
+import { defaultAuditMode } from '../audit/auditor.ts';
 
 export interface RoleCredentials {
   /** Resolved secret; null means the upstream trusts this role (no password). */
@@ -112,6 +114,9 @@ export interface Config {
   shutdown: { drainTimeoutMs: number };
   /** Startup parameters a client may pass through to the upstream. */
   passthroughParameters: readonly string[];
+  /** null: audit off. */
+  audit: AuditConfig | null;
+  metrics: MetricsConfig;
 }
 
 const DEFAULT_PASSTHROUGH = [
@@ -548,8 +553,135 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
     }
   }
 
+  const audit = readAudit(top, problems, baseDir, env);
+  const metrics = readMetrics(top);
   top.finish();
-  return { file, listen: listenCfg, workers, upstream, tls, auth, proxyProtocol, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters };
+  return { file, listen: listenCfg, workers, upstream, tls, auth, proxyProtocol, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters, audit, metrics };
+}
+
+export interface MetricsConfig {
+  snapshotIntervalMs: number;
+  defaultMetrics: boolean;
+  maxRuleLabels: number;
+}
+
+const MIB = 1024 * 1024;
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function readAudit(top: Reader, problems: Problems, baseDir: string, env: NodeJS.ProcessEnv): AuditConfig | null {
+  if (!top.has('audit')) {
+    top.value('audit');
+    return null;
+  }
+  const a = top.child('audit');
+  const sink = a.oneOf('sink', ['stdout', 'file', 'http'] as const, 'stdout');
+  if (!a.has('sink')) problems.add(a.key('sink'), 'is required (stdout, file or http)');
+  const mode = a.oneOf('mode', ['fail-closed', 'best-effort'] as const, defaultAuditMode(sink));
+  const maxSqlBytes = a.int('max_sql_bytes', 4096, 64, MIB);
+  const parameters = a.oneOf('parameters', ['off', 'redacted', 'full'] as const, 'off');
+  const maxParameterBytes = a.int('max_parameter_bytes', 256, 1, 65536);
+  // A queue must hold at least one record of the largest size (escapes can make a line ~6× its SQL).
+  const minQueueBytes = Math.max(64 * 1024, 8 * maxSqlBytes);
+
+  const w = a.child('worker');
+  const worker = {
+    bufferRecords: w.int('buffer_records', 10_000, 100, 1_000_000),
+    bufferBytes: w.int('buffer_bytes', 16 * MIB, minQueueBytes, 1024 * MIB),
+    batchRecords: w.int('batch_records', 256, 1, 10_000),
+    flushIntervalMs: w.int('flush_interval_ms', 50, 1, 10_000),
+  };
+  if (worker.batchRecords > worker.bufferRecords) problems.add(w.key('batch_records'), `must not exceed buffer_records (${worker.bufferRecords})`);
+  w.finish();
+
+  const so = a.child('stdout');
+  const stdout = { maxQueuedRecords: so.int('max_queued_records', 100_000, 100, 10_000_000), maxQueuedBytes: so.int('max_queued_bytes', 64 * MIB, minQueueBytes, 4096 * MIB) };
+  so.finish();
+  if (sink !== 'stdout' && a.has('stdout')) problems.add(a.key('stdout'), `is only used with sink: stdout (sink is ${sink})`);
+
+  let file: AuditConfig['file'] = null;
+  if (a.has('file')) {
+    const f = a.child('file');
+    file = {
+      path: path.resolve(baseDir, f.string('path')),
+      maxBytes: f.int('max_bytes', 100 * MIB, 4096, 2 ** 40),
+      keep: f.int('keep', 5, 0, 1000),
+      maxQueuedRecords: f.int('max_queued_records', 100_000, 100, 10_000_000),
+      maxQueuedBytes: f.int('max_queued_bytes', 64 * MIB, minQueueBytes, 4096 * MIB),
+      retryMs: f.int('retry_ms', 1000, 10, 600_000),
+    };
+    f.finish();
+    if (sink !== 'file') problems.add(a.key('file'), `is only used with sink: file (sink is ${sink})`);
+  } else {
+    a.value('file');
+    if (sink === 'file') problems.add(a.key('file'), 'is required with sink: file (at least file.path)');
+  }
+
+  let http: AuditConfig['http'] = null;
+  if (a.has('http')) {
+    const h = a.child('http');
+    const url = h.string('url');
+    try {
+      const u = new URL(url);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') problems.add(h.key('url'), `must be an http: or https: URL, got ${u.protocol}`);
+      if (u.username !== '' || u.password !== '') problems.add(h.key('url'), 'must not carry credentials (use headers_env)');
+    } catch {
+      if (url !== '') problems.add(h.key('url'), `is not a URL: ${JSON.stringify(url)}`);
+    }
+    const headers: Record<string, string> = {};
+    const rawHeaders = h.value('headers');
+    if (rawHeaders !== undefined && rawHeaders !== null) {
+      if (typeof rawHeaders !== 'object' || Array.isArray(rawHeaders)) problems.add(h.key('headers'), 'must be a mapping of header name to value');
+      else
+        for (const [name, value] of Object.entries(rawHeaders as Record<string, unknown>)) {
+          if (!HEADER_NAME.test(name) || typeof value !== 'string') problems.add(`${h.key('headers')}.${name}`, 'must be a header name with a string value');
+          else headers[name.toLowerCase()] = value;
+        }
+    }
+    const rawEnv = h.value('headers_env');
+    if (rawEnv !== undefined && rawEnv !== null) {
+      if (typeof rawEnv !== 'object' || Array.isArray(rawEnv)) problems.add(h.key('headers_env'), 'must be a mapping of header name to environment variable');
+      else
+        for (const [name, varName] of Object.entries(rawEnv as Record<string, unknown>)) {
+          const value = typeof varName === 'string' ? env[varName] : undefined;
+          if (!HEADER_NAME.test(name) || typeof varName !== 'string') problems.add(`${h.key('headers_env')}.${name}`, 'must be a header name with an environment variable name');
+          else if (value === undefined || value === '') problems.add(`${h.key('headers_env')}.${name}`, `environment variable ${varName} is not set`);
+          else headers[name.toLowerCase()] = value;
+        }
+    }
+    if (Object.hasOwn(headers, 'content-type')) problems.add(h.key('headers'), 'content-type is always application/x-ndjson');
+    http = {
+      url,
+      headers,
+      batchMaxRecords: h.int('batch_max_records', 500, 1, 100_000),
+      batchMaxBytes: h.int('batch_max_bytes', MIB, 1024, 64 * MIB),
+      flushIntervalMs: h.int('flush_interval_ms', 1000, 10, 600_000),
+      timeoutMs: h.int('timeout_ms', 10_000, 100, 600_000),
+      maxQueuedRecords: h.int('max_queued_records', 100_000, 100, 10_000_000),
+      maxQueuedBytes: h.int('max_queued_bytes', 64 * MIB, minQueueBytes, 4096 * MIB),
+      retryInitialMs: h.int('retry_initial_ms', 250, 10, 600_000),
+      retryMaxMs: h.int('retry_max_ms', 30_000, 10, 3_600_000),
+    };
+    if (http.retryMaxMs < http.retryInitialMs) problems.add(h.key('retry_max_ms'), `must be at least retry_initial_ms (${http.retryInitialMs})`);
+    if (http.batchMaxRecords > http.maxQueuedRecords) problems.add(h.key('batch_max_records'), `must not exceed max_queued_records (${http.maxQueuedRecords})`);
+    h.finish();
+    if (sink !== 'http') problems.add(a.key('http'), `is only used with sink: http (sink is ${sink})`);
+  } else {
+    a.value('http');
+    if (sink === 'http') problems.add(a.key('http'), 'is required with sink: http (at least http.url)');
+  }
+  a.finish();
+  return { sink, mode, maxSqlBytes, parameters, maxParameterBytes, worker, stdout, file, http };
+}
+
+function readMetrics(top: Reader): MetricsConfig {
+  const m = top.child('metrics');
+  const metrics = {
+    snapshotIntervalMs: m.int('snapshot_interval_ms', 1000, 100, 60_000),
+    defaultMetrics: m.bool('default_metrics', true),
+    maxRuleLabels: m.int('max_rule_labels', 100, 1, 10_000),
+  };
+  m.finish();
+  return metrics;
 }
 
 function deepFreeze<T>(value: T): T {

@@ -2,7 +2,8 @@
 // (no policy configured) or the Rego policy (policy-authorizer.ts). A session
 // calls it synchronously on the hot path; implementations must not block or throw.
 
-import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementFacts } from '../policy/contract.ts';
+import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementDecision, StatementFacts } from '../policy/contract.ts';
+import type { ParsedStatement } from '../sql/parser.ts';
 
 /** What a session knows about itself once the connect decision is made. */
 export interface SessionContext {
@@ -22,6 +23,9 @@ export interface PreparedRecord {
   /** The authorizer (policy revision) and time bucket that last allowed it. */
   authorizer: Authorizer;
   bucket: number;
+  /** Facts and the allowing decision, for the audit record of each Execute (null without a parser). */
+  facts: StatementFacts | null;
+  decision: StatementDecision | null;
 }
 
 /**
@@ -58,9 +62,26 @@ export type StatementVerdict = { allow: true } | StatementDenial;
 
 export const ALLOW: StatementVerdict = Object.freeze({ allow: true });
 
+/**
+ * What the last statements() call saw, for audit and metrics: valid until the
+ * next call (the same objects are reused; nothing is allocated per call).
+ */
+export interface LastDecision {
+  /** The parsed statements of the text (null: not parsed, e.g. the static authorizer or a parse error). */
+  parsed: readonly ParsedStatement[] | null;
+  /** One decision per statement decided (allows carry the allowing rule); up to the first deny. */
+  decisions: StatementDecision[];
+}
+
 export interface Authorizer {
   /** Policy revision the decisions come from ("static" without a policy). */
   readonly revision: string;
+  readonly last: LastDecision;
+  /** Cache counters since this authorizer was built (metrics take running totals). */
+  readonly parseCacheHits: number;
+  readonly parseCacheMisses: number;
+  readonly decisionCacheHits: number;
+  readonly decisionCacheMisses: number;
   connect(input: ConnectInput): ConnectDecision;
   /**
    * Decide every statement in one SQL text (a simple Query may hold several;

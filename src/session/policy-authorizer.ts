@@ -11,7 +11,7 @@ import type { ConnectDecision, ConnectInput, StatementDecision, StatementFacts, 
 import type { PolicyEngine } from '../policy/engine.ts';
 import type { FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
-import type { Authorizer, SessionContext, SessionSqlState, StatementDenial, StatementProtocol, StatementVerdict } from './authorizer.ts';
+import type { Authorizer, LastDecision, SessionContext, SessionSqlState, StatementDenial, StatementProtocol, StatementVerdict } from './authorizer.ts';
 import { ALLOW, SessionSqlState as State } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
@@ -31,8 +31,22 @@ export class PolicyAuthorizer implements Authorizer {
   private readonly bucketMs: number;
   private readonly maxDecisions: number;
   private readonly decisions = new Map<string, StatementDecision>();
+  readonly last: LastDecision = { parsed: null, decisions: [] };
   hits = 0;
   misses = 0;
+
+  get parseCacheHits(): number {
+    return this.facts.hits;
+  }
+  get parseCacheMisses(): number {
+    return this.facts.misses;
+  }
+  get decisionCacheHits(): number {
+    return this.hits;
+  }
+  get decisionCacheMisses(): number {
+    return this.misses;
+  }
 
   constructor(options: PolicyAuthorizerOptions) {
     this.engine = options.engine;
@@ -50,6 +64,9 @@ export class PolicyAuthorizer implements Authorizer {
   statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict {
     const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
     const parsed = this.facts.get(sql);
+    const last = this.last;
+    last.parsed = parsed.ok ? parsed.statements : null;
+    last.decisions.length = 0;
     const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0);
     if (verdict.allow && parsed.ok) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
     return verdict;
@@ -69,7 +86,7 @@ export class PolicyAuthorizer implements Authorizer {
       return verdict;
     }
     for (const stmt of parsed.statements) {
-      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket);
+      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, depth === 0);
       if (!own.allow) return own;
       // EXECUTE name runs what was prepared earlier: decide that too, now (a
       // reload or a time window edge applies to it).
@@ -89,7 +106,7 @@ export class PolicyAuthorizer implements Authorizer {
   private track(state: SessionSqlState, stmt: ParsedStatement, bucket: number): void {
     const meta = stmt.meta;
     if (meta.prepare !== null && !state.statements.has(meta.prepare.name) && state.statements.size < State.MAX_ENTRIES) {
-      state.statements.set(meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket });
+      state.statements.set(meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket, facts: meta.prepare.inner, decision: null });
     }
     if (meta.declareCursor !== null && state.cursors.size < State.MAX_ENTRIES) state.cursors.set(meta.declareCursor.name, meta.declareCursor.inner);
     if (meta.deallocate !== null) {
@@ -99,7 +116,7 @@ export class PolicyAuthorizer implements Authorizer {
     if (stmt.facts.command === 'DISCARD ALL') state.clear();
   }
 
-  private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number): StatementVerdict {
+  private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number, topLevel: boolean): StatementVerdict {
     const key = `${session.cacheKey}\u0001${bucket}\u0001${inTransaction ? 't' : 'f'}${protocol === 'simple' ? 's' : 'e'}\u0001${facts.sql}`;
     let decision = this.decisions.get(key);
     if (decision === undefined) {
@@ -123,6 +140,7 @@ export class PolicyAuthorizer implements Authorizer {
     } else {
       this.hits++;
     }
+    if (topLevel) this.last.decisions.push(decision);
     if (decision.allow) return ALLOW;
     return deny('42501', decision.rule, decision.reason);
   }

@@ -18,7 +18,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Config } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
-import type { ConnectInput, IdentityInput } from '../policy/contract.ts';
+import type { ConnectInput, IdentityInput, StatementDecision, StatementFacts } from '../policy/contract.ts';
 import type { CertIdentitySource } from '../config/config.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
@@ -28,7 +28,12 @@ import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } fro
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
 import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
 import type { JwtVerifier } from '../auth/jwt.ts';
-import { SessionSqlState, type Authorizer, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
+import type { AuditRecorder } from '../audit/auditor.ts';
+import { readBindParameters, auditParameters, type BoundParameter } from '../audit/parameters.ts';
+import { commandCompleteRows, rfc3339, tableName, type AuditRecord } from '../audit/record.ts';
+import { StatementTracker, type TrackedExecution } from '../audit/statement-tracker.ts';
+import type { WorkerMetrics } from '../metrics/worker-counters.ts';
+import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
 export interface SessionLog {
@@ -40,6 +45,11 @@ export interface SessionLog {
 /** What the worker provides to each of its sessions. */
 export interface SessionHost {
   readonly config: Config;
+  readonly workerId: number;
+  readonly audit: AuditRecorder;
+  readonly metrics: WorkerMetrics;
+  /** Pre-resolved metric handles (resolved once per worker). */
+  readonly handles: SessionMetricHandles;
   readonly time: TimeSource;
   readonly scramCache: SaltedPasswordCache;
   /** Per-process secret that makes mock SCRAM salts stable per unknown user name. */
@@ -64,6 +74,52 @@ export interface SessionHost {
   /** Is this peer address a trusted load balancer (may send a PROXY header)? */
   trustedProxy(addr: string): boolean;
 }
+
+export interface SessionMetricHandles {
+  refused: Readonly<Record<RefuseReason, number>>;
+  authFailures: Readonly<Record<'scram-sha-256' | 'cert' | 'jwt' | 'other', number>>;
+  upstreamErrors: Readonly<Record<'unreachable' | 'auth' | 'protocol' | 'lost' | 'other', number>>;
+}
+
+export type RefuseReason = 'too_many_clients' | 'startup_invalid' | 'startup_timeout' | 'unsupported_protocol' | 'tls_required' | 'auth_failed' | 'policy_denied' | 'upstream_failed' | 'audit_unavailable' | 'shutting_down' | 'protocol_error';
+
+/** Why a connection that never reached relay was closed, for rolegate_client_connections_refused_total. */
+function refuseReason(code: ErrorCode): RefuseReason {
+  switch (code) {
+    case 'RG_STARTUP_TIMEOUT':
+      return 'startup_timeout';
+    case 'RG_STARTUP_INVALID':
+    case 'RG_STARTUP_TOO_LARGE':
+      return 'startup_invalid';
+    case 'RG_UNSUPPORTED_PROTOCOL':
+      return 'unsupported_protocol';
+    case 'RG_TLS_REQUIRED':
+      return 'tls_required';
+    case 'RG_AUTH_FAILED':
+    case 'RG_JWT_INVALID':
+    case 'RG_JWKS_UNAVAILABLE':
+    case 'RG_CERT_REJECTED':
+    case 'RG_AUTH_METHOD':
+      return 'auth_failed';
+    case 'RG_CONNECT_DENIED':
+    case 'RG_REPLICATION_REFUSED':
+      return 'policy_denied';
+    case 'RG_UPSTREAM_UNREACHABLE':
+    case 'RG_UPSTREAM_AUTH':
+    case 'RG_UPSTREAM_LOST':
+    case 'RG_UPSTREAM_PROTOCOL':
+      return 'upstream_failed';
+    case 'RG_AUDIT_UNAVAILABLE':
+      return 'audit_unavailable';
+    case 'RG_SHUTDOWN':
+      return 'shutting_down';
+    default:
+      return 'protocol_error';
+  }
+}
+
+/** What the tracker follows per execution: an audit record, or (audit off) just enough for the latency histogram. */
+type Tracked = TrackedExecution & { protocol?: 'simple' | 'extended'; audit?: AuditRecord['audit'] };
 
 type State = 'proxy-header' | 'startup' | 'tls-handshake' | 'sasl-initial' | 'sasl-final' | 'password' | 'authenticating' | 'connecting' | 'relay' | 'closed';
 
@@ -158,6 +214,12 @@ export class ClientSession {
   private heldClientChunks: Buffer[] = [];
   /** PREPARE'd statements and cursors of this session (what EXECUTE runs). */
   private readonly sqlState = new SessionSqlState();
+  /** Portals bound through this session: portal → statement (and bound parameters when audited). */
+  private readonly portals = new Map<string, { statement: string; params: BoundParameter[] | null }>();
+  /** Pairs forwarded executions with the server's answers (outcome, rows, query time). */
+  private readonly tracker: StatementTracker<Tracked>;
+  /** µs the last decide() took (audit records carry it). */
+  private lastDecisionUs = 0;
 
   // Forward-run bookkeeping (one run per direction at a time; see flushRun()).
   private runBuf: Buffer | null = null;
@@ -172,6 +234,7 @@ export class ClientSession {
     this.nonceBase = randomBytes(8).toString('hex');
     this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
     this.upstreamFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
+    this.tracker = new StatementTracker<Tracked>((r) => this.onExecutionDone(r));
     this.clientAddr = normaliseAddress(client.remoteAddress);
     this.clientPort = client.remotePort ?? 0;
     client.setNoDelay(true);
@@ -534,6 +597,8 @@ export class ClientSession {
   private authFailed(code: ErrorCode, detailForLog: string): void {
     const user = this.params.get('user') ?? '';
     this.host.log.info({ session: this.id, user, client: this.remoteAddress, code, why: detailForLog }, 'authentication failed');
+    const method = this.state === 'authenticating' || code === 'RG_JWT_INVALID' || code === 'RG_JWKS_UNAVAILABLE' ? 'jwt' : 'scram-sha-256';
+    this.host.metrics.inc(this.host.handles.authFailures[method]);
     // Wrong password and unknown user read the same (no user enumeration).
     if (code === 'RG_AUTH_FAILED') return this.fatal('RG_AUTH_FAILED', `password authentication failed for user "${user}"`);
     if (code === 'RG_JWT_INVALID') return this.fatal('RG_JWT_INVALID', `token authentication failed for user "${user}"`);
@@ -554,7 +619,17 @@ export class ClientSession {
       time: this.host.time.now(),
       proxy: this.config.proxy,
     };
-    const decision = this.host.authorizer().connect(input);
+    const audit = this.host.audit;
+    if (!audit.canProceed()) return this.fatal('RG_AUDIT_UNAVAILABLE');
+    const t0 = performance.now();
+    const authorizer = this.host.authorizer();
+    const decision = authorizer.connect(input);
+    const decisionUs = Math.round((performance.now() - t0) * 1000);
+    this.host.metrics.observeDecision('connect', decisionUs / 1e6);
+    if (audit.enabled) {
+      const record = this.auditRecord('connect', decision.allow && decision.role !== null ? 'allow' : 'deny', decision.rule, decision.reason, decisionUs, identity, decision.role, decision.database ?? database);
+      audit.record(record);
+    }
     if (!decision.allow || decision.role === null) {
       this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
       return this.fatal('RG_CONNECT_DENIED', `connection refused by policy: ${decision.reason}`, `rule: ${decision.rule}`);
@@ -614,6 +689,8 @@ export class ClientSession {
       (err: unknown) => {
         const e = err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_UNREACHABLE', String(err));
         this.host.log.warn({ session: this.id, role, database: targetDb, code: e.code, err: e.message }, 'upstream connect failed');
+        const kinds = this.host.handles.upstreamErrors;
+        this.host.metrics.inc(e.code === 'RG_UPSTREAM_UNREACHABLE' ? kinds.unreachable : e.code === 'RG_UPSTREAM_AUTH' ? kinds.auth : e.code === 'RG_UPSTREAM_PROTOCOL' ? kinds.protocol : e.code === 'RG_UPSTREAM_LOST' ? kinds.lost : kinds.other);
         // The client learns the class of failure, not the upstream's internals.
         const clientMessage = e.code === 'RG_UPSTREAM_AUTH' ? ERRORS.RG_UPSTREAM_AUTH.message : ERRORS.RG_UPSTREAM_UNREACHABLE.message;
         this.fatal(e.code, clientMessage);
@@ -674,6 +751,10 @@ export class ClientSession {
         case Frontend.Bind:
           this.onBind(upstream, framer.buf, framer.start, framer.end);
           break;
+        case Frontend.Execute:
+          this.onExecute(framer.buf, framer.start, framer.end);
+          this.extendRun(upstream, framer.buf, framer.start, framer.end);
+          break;
         case Frontend.Close:
           this.onClose(framer.buf, framer.start, framer.end);
           this.extendRun(upstream, framer.buf, framer.start, framer.end);
@@ -694,12 +775,35 @@ export class ClientSession {
     this.sqlState.statements.delete('');
     const verdict = this.decide(buf, q.textStart, q.textEnd, 'simple');
     if (verdict.allow) {
+      this.expectSimpleQuery(buf, q.textStart, q.textEnd);
       this.syncsSent++;
       this.extendRun(upstream, buf, start, end);
       return;
     }
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'simple', '');
+    this.injectDenial(upstream, verdict, 'simple', '', buf.toString('utf8', q.textStart, q.textEnd));
+  }
+
+  /** An allowed Query: one tracked execution per statement (audit records, or just latency). */
+  private expectSimpleQuery(buf: Buffer, textStart: number, textEnd: number): void {
+    const last = this.host.authorizer().last;
+    const parsed = last.parsed;
+    const group = this.syncsSent;
+    if (!this.host.audit.enabled) {
+      const n = parsed === null ? 1 : Math.max(parsed.length, 1);
+      for (let i = 0; i < n; i++) this.tracker.expect({ protocol: 'simple' }, group);
+      return;
+    }
+    if (parsed === null || parsed.length === 0) {
+      this.tracker.expect(this.statementRecord('simple', null, buf.toString('utf8', textStart, textEnd), null, null, 'allow', null, null), group);
+      return;
+    }
+    for (let i = 0; i < parsed.length; i++) {
+      const stmt = parsed[i];
+      if (stmt === undefined) continue;
+      const d = last.decisions[i] ?? null;
+      this.tracker.expect(this.statementRecord('simple', null, stmt.facts.sql, stmt.facts, null, 'allow', d?.rule ?? null, d?.reason ?? null), group);
+    }
   }
 
   /** Parse ('P'): the decision is made here and holds for the statement's Binds. */
@@ -714,11 +818,19 @@ export class ClientSession {
       if (p.name === '' || !statements.has(p.name)) {
         if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
           this.flushRun(upstream);
-          this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name);
+          this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name, null);
           this.discardUntilSync = true;
           return;
         }
-        statements.set(p.name, { sql: buf.toString('utf8', p.textStart, p.textEnd), authorizer: this.host.authorizer(), bucket: this.bucket() });
+        const authorizer = this.host.authorizer();
+        const last = authorizer.last;
+        statements.set(p.name, {
+          sql: buf.toString('utf8', p.textStart, p.textEnd),
+          authorizer,
+          bucket: this.bucket(),
+          facts: last.parsed?.[0]?.facts ?? null,
+          decision: last.decisions[0] ?? null,
+        });
       }
       this.extendRun(upstream, buf, start, end);
       return;
@@ -726,7 +838,7 @@ export class ClientSession {
     // A failed Parse of the unnamed statement drops the old one in the server too.
     if (p.name === '') statements.delete('');
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'extended', p.name);
+    this.injectDenial(upstream, verdict, 'extended', p.name, buf.toString('utf8', p.textStart, p.textEnd));
     this.discardUntilSync = true;
   }
 
@@ -745,21 +857,43 @@ export class ClientSession {
         if (!verdict.allow) {
           this.flushRun(upstream);
           // The statement stays prepared upstream; this execution fails like a failed Parse would.
-          this.injectDenial(upstream, verdict, 'extended', `rolegate_denied_${this.nonceBase}`);
+          this.injectDenial(upstream, verdict, 'extended', `rolegate_denied_${this.nonceBase}`, rec.sql);
           this.discardUntilSync = true;
           return;
         }
         rec.authorizer = authorizer;
         rec.bucket = bucket;
+        rec.decision = authorizer.last.decisions[0] ?? rec.decision;
       }
     }
+    if (this.portals.size >= 1000 && !this.portals.has(b.portal)) this.portals.clear();
+    const params = this.host.audit.enabled && this.host.audit.parameters !== 'off' ? readBindParameters(buf, start, end) : null;
+    this.portals.set(b.portal, { statement: b.statement, params });
     this.extendRun(upstream, buf, start, end);
+  }
+
+  /** Execute ('E'): one tracked execution of the portal's statement (audit record with parameters, rows, time). */
+  private onExecute(buf: Buffer, start: number, end: number): void {
+    const group = this.syncsSent; // answered before the ReadyForQuery of the next Sync
+    if (!this.host.audit.enabled) {
+      this.tracker.expect({ protocol: 'extended' }, group);
+      return;
+    }
+    const e = fe.decodeExecute(buf, start, end);
+    const portal = e === null ? undefined : this.portals.get(e.portal);
+    const rec: PreparedRecord | undefined = portal === undefined ? undefined : this.sqlState.statements.get(portal.statement);
+    const record = this.statementRecord('extended', portal?.statement ?? null, rec?.sql ?? '', rec?.facts ?? null, rec?.decision ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null);
+    const audit = this.host.audit;
+    const parameters = auditParameters(portal?.params ?? null, audit.parameters, audit.maxParameterBytes);
+    if (parameters !== undefined) record.parameters = parameters;
+    this.tracker.expect(record, group);
   }
 
   /** Close ('C') of a statement forgets its Parse decision. */
   private onClose(buf: Buffer, start: number, end: number): void {
     const c = fe.decodeTarget(buf, start, end);
     if (c !== null && c.kind === 'S') this.sqlState.statements.delete(c.name);
+    if (c !== null && c.kind === 'P') this.portals.delete(c.name);
   }
 
   private bucket(): number {
@@ -774,6 +908,7 @@ export class ClientSession {
       { allow: false, sqlstate: ERRORS.RG_FUNCTION_CALL_REFUSED.sqlstate, message: ERRORS.RG_FUNCTION_CALL_REFUSED.message, rule: 'function-call-message', reason: 'the FunctionCall message bypasses SQL and is refused' },
       'simple',
       '',
+      null,
     );
   }
 
@@ -784,8 +919,67 @@ export class ClientSession {
     }
     const context = this.context;
     if (context === null) return { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' };
+    if (!this.host.audit.canProceed()) {
+      // Fail-closed audit: nothing runs that cannot be recorded.
+      return { allow: false, sqlstate: ERRORS.RG_AUDIT_UNAVAILABLE.sqlstate, message: ERRORS.RG_AUDIT_UNAVAILABLE.message, rule: 'audit-unavailable', reason: 'the audit log cannot be written (fail-closed)' };
+    }
     const sql = buf.toString('utf8', textStart, textEnd);
-    return this.host.authorizer().statements(context, this.sqlState, sql, protocol, this.txStatus !== TxStatus.Idle);
+    const t0 = performance.now();
+    const authorizer = this.host.authorizer();
+    const verdict = authorizer.statements(context, this.sqlState, sql, protocol, this.txStatus !== TxStatus.Idle);
+    const us = (performance.now() - t0) * 1000;
+    this.lastDecisionUs = Math.round(us);
+    const metrics = this.host.metrics;
+    metrics.observeDecision('statement', us / 1e6);
+    const parsed = authorizer.last.parsed;
+    if (parsed === null) {
+      metrics.countStatement(null, verdict.allow, protocol);
+    } else {
+      const decisions = authorizer.last.decisions;
+      for (let i = 0; i < parsed.length && (verdict.allow || i < decisions.length); i++) {
+        const d = decisions[i];
+        metrics.countStatement(parsed[i]?.facts.command ?? null, d === undefined ? verdict.allow : d.allow, protocol);
+      }
+    }
+    if (!verdict.allow) metrics.countDenial(verdict.rule);
+    return verdict;
+  }
+
+  private onExecutionDone(r: Tracked): void {
+    if (r.query_us !== undefined) this.host.metrics.observeQuery(r.protocol ?? 'simple', r.query_us / 1e6);
+    if (r.audit !== undefined) this.host.audit.record(r as AuditRecord);
+  }
+
+  private auditRecord(event: AuditRecord['audit'], decision: 'allow' | 'deny', rule: string | null, reason: string | null, decisionUs: number, identity: IdentityInput, role: string | null, database: string): AuditRecord {
+    const now = Date.now();
+    return {
+      audit: event,
+      time: rfc3339(now),
+      unix_ms: now,
+      session: this.id,
+      worker: this.host.workerId,
+      identity: { name: identity.name, method: identity.method },
+      client: { addr: this.clientAddr, port: this.clientPort },
+      database,
+      role,
+      decision,
+      rule,
+      reason,
+      policy_revision: this.host.authorizer().revision,
+      decision_us: decisionUs,
+    };
+  }
+
+  private statementRecord(protocol: 'simple' | 'extended', statementName: string | null, sql: string, facts: StatementFacts | null, _decision: StatementDecision | null, decision: 'allow' | 'deny', rule: string | null, reason: string | null): AuditRecord {
+    const ctx = this.context;
+    const identity: IdentityInput = ctx?.identity ?? { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
+    const record = this.auditRecord('statement', decision, rule, reason, this.lastDecisionUs, identity, ctx?.role ?? null, ctx?.database ?? '');
+    record.protocol = protocol;
+    if (statementName !== null) record.statement_name = statementName;
+    record.sql = sql;
+    record.command = facts?.command ?? null;
+    record.tables = facts === null ? [] : facts.tables.map(tableName);
+    return record;
   }
 
   /**
@@ -793,7 +987,15 @@ export class ClientSession {
    * syntax error naming a nonce), so the server's own error handling keeps the
    * protocol state right; the matching ErrorResponse is swapped for ours.
    */
-  private injectDenial(upstream: net.Socket, verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string): void {
+  private injectDenial(upstream: net.Socket, verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string, sql: string | null): void {
+    if (this.host.audit.enabled) {
+      const parsed = this.host.authorizer().last.parsed;
+      const denied = parsed?.[this.host.authorizer().last.decisions.length - 1]?.facts ?? null;
+      const record = this.statementRecord(protocol, protocol === 'extended' ? statementName : null, sql ?? '', denied, null, 'deny', verdict.rule, verdict.reason);
+      if (sql === null) record.command = verdict.rule === 'function-call-message' ? 'FUNCTION CALL' : null;
+      record.outcome = 'not-run';
+      this.host.audit.record(record);
+    }
     const nonce = `rolegate_denied_${this.nonceBase}_${(++this.nonceSeq).toString(36)}`;
     const response = be.errorResponse({
       severity: 'ERROR',
@@ -819,6 +1021,7 @@ export class ClientSession {
   private onTerminate(): void {
     const upstream = this.upstream;
     this.state = 'closed';
+    this.tracker.close();
     if (upstream !== null) upstream.end(TERMINATE);
     this.client.end();
     this.host.unregister(this);
@@ -851,6 +1054,18 @@ export class ClientSession {
           this.onReadyForQuery();
           this.extendRun(client, buf, start, end);
           break;
+        case Backend.CommandComplete:
+          this.tracker.onCommandComplete(commandCompleteRows(buf, start, end));
+          this.extendRun(client, buf, start, end);
+          break;
+        case Backend.EmptyQueryResponse:
+          this.tracker.onEmptyQuery();
+          this.extendRun(client, buf, start, end);
+          break;
+        case Backend.PortalSuspended:
+          this.tracker.onPortalSuspended();
+          this.extendRun(client, buf, start, end);
+          break;
         case Backend.ErrorResponse:
           this.onUpstreamError(client, buf, start, end);
           break;
@@ -867,6 +1082,9 @@ export class ClientSession {
   }
 
   private onReadyForQuery(): void {
+    this.tracker.onReadyForQuery();
+    // Portals end with their transaction; idle means none is left.
+    if (this.txStatus === TxStatus.Idle && this.portals.size > 0) this.portals.clear();
     const group = this.readyReceived++;
     // Denials whose group has ended without their error (an earlier error made
     // the server skip the injected statement) are dropped.
@@ -883,6 +1101,7 @@ export class ClientSession {
       client.write(head.response);
       return;
     }
+    this.tracker.onError(fields.get('C') ?? 'XX000');
     this.extendRun(client, buf, start, end);
   }
 
@@ -956,6 +1175,7 @@ export class ClientSession {
     if (this.state === 'closed') return;
     this.releaseUpstream();
     this.state = 'closed';
+    this.tracker.close();
     this.clearStartupTimer();
     this.client.destroy();
     this.host.unregister(this);
@@ -991,6 +1211,7 @@ export class ClientSession {
   /** Send a FATAL ErrorResponse and close the connection. */
   fatal(code: ErrorCode, message?: string, detail?: string): void {
     if (this.state === 'closed') return;
+    if (this.state !== 'relay') this.host.metrics.inc(this.host.handles.refused[refuseReason(code)]);
     const entry = ERRORS[code];
     if (!this.client.destroyed && this.client.writable) {
       this.client.write(be.errorResponse({ severity: 'FATAL', sqlstate: entry.sqlstate, message: message ?? entry.message, detail }));
@@ -1002,6 +1223,7 @@ export class ClientSession {
     if (this.state === 'closed') return;
     this.releaseUpstream();
     this.state = 'closed';
+    this.tracker.close();
     this.clearStartupTimer();
     this.client.end();
     // A peer that never reads must not hold the socket forever.

@@ -3,10 +3,15 @@
 
 import type { Config } from '../config/config.ts';
 import type { ConnectDecision, ConnectInput } from '../policy/contract.ts';
-import { ALLOW, type Authorizer, type StatementVerdict } from './authorizer.ts';
+import { ALLOW, type Authorizer, type LastDecision, type StatementVerdict } from './authorizer.ts';
 
 export class StaticAuthorizer implements Authorizer {
   readonly revision = 'static';
+  readonly last: LastDecision = { parsed: null, decisions: [] };
+  readonly parseCacheHits = 0;
+  readonly parseCacheMisses = 0;
+  readonly decisionCacheHits = 0;
+  readonly decisionCacheMisses = 0;
   private readonly config: Config;
 
   constructor(config: Config) {

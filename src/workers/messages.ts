@@ -2,6 +2,8 @@
 // Plain objects only: errors cross as {code, message}, never as classes.
 
 import type { Config } from '../config/config.ts';
+import type { AuditBatchMessage, AuditControlMessage } from '../audit/worker-side.ts';
+import type { MetricsSnapshot } from '../metrics/worker-counters.ts';
 
 /** A compiled policy as it crosses threads: the module is compiled once in main. */
 export interface PolicyBundle {
@@ -20,6 +22,8 @@ export interface WorkerData {
   maxClientsPerWorker: number;
   /** Start instant of an injected clock (config time.fixed), else null. */
   fixedTimeMs: number | null;
+  /** The audit sink's health when this worker starts (fail-closed needs it from the first statement). */
+  auditHealthy: boolean;
 }
 
 export type MainToWorker =
@@ -31,7 +35,8 @@ export type MainToWorker =
   /** A reloaded config: new sessions use its credentials, TLS material and auth settings. */
   | { type: 'config'; config: Config }
   /** Fault injection for the restart test; honoured only with ROLEGATE_FAULT_INJECTION=1. */
-  | { type: 'crash' };
+  | { type: 'crash' }
+  | AuditControlMessage;
 
 export type WorkerToMain =
   | { type: 'listening'; workerId: number; port: number }
@@ -41,4 +46,6 @@ export type WorkerToMain =
   | { type: 'policy-applied'; workerId: number; revision: string }
   | { type: 'policy-failed'; workerId: number; message: string }
   | { type: 'stats'; workerId: number; sessions: number; heapUsedBytes: number }
-  | { type: 'config-applied'; workerId: number };
+  | { type: 'config-applied'; workerId: number }
+  | AuditBatchMessage
+  | MetricsSnapshot;

@@ -7,6 +7,8 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { RolegateError } from '../errors.ts';
+import type { AuditHub } from '../audit/main-side.ts';
+import type { MetricsRegistry } from '../metrics/registry.ts';
 import type { MainToWorker, PolicyBundle, WorkerData, WorkerToMain } from './messages.ts';
 
 export type WorkerStats = Extract<WorkerToMain, { type: 'stats' }>;
@@ -26,6 +28,9 @@ export interface SupervisorOptions {
   policy: PolicyBundle | null;
   logLevel: string;
   fixedTimeMs: number | null;
+  metrics: MetricsRegistry;
+  /** The main thread's audit (null: audit off). Set before start(). */
+  audit: AuditHub | null;
 }
 
 export class Supervisor {
@@ -69,6 +74,7 @@ export class Supervisor {
       logLevel: this.options.logLevel,
       maxClientsPerWorker: Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers)),
       fixedTimeMs: this.options.fixedTimeMs,
+      auditHealthy: this.options.audit?.sinkHealthy ?? true,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}` });
     slot.worker = worker;
@@ -100,6 +106,7 @@ export class Supervisor {
       worker.on('exit', (code) => {
         if (slot.worker !== worker) return;
         slot.worker = null;
+        this.options.metrics.workerExited(slot.id);
         slot.listening = false;
         this.drainedWaiters.get(slot.id)?.();
         if (this.stopping || !started) return;
@@ -115,6 +122,7 @@ export class Supervisor {
     // Back off when a worker keeps crashing, so a bad state cannot spin the CPU.
     const delayMs = Math.min(30_000, 100 * 2 ** (slot.restarts.length - 1));
     this.options.log.warn({ worker: slot.id, exitCode: code, restartInMs: delayMs }, 'worker exited; restarting');
+    this.options.metrics.workerRestarted(slot.id);
     setTimeout(() => {
       if (this.stopping) return;
       this.spawn(slot, this.port).then(
@@ -143,6 +151,12 @@ export class Supervisor {
       case 'stats':
         this.statsCollector?.(msg);
         return;
+      case 'audit':
+        this.options.audit?.accept(msg);
+        return;
+      case 'metrics':
+        this.options.metrics.acceptSnapshot(msg);
+        return;
       case 'config-applied':
         this.options.log.debug({ worker: msg.workerId }, 'config applied');
         return;
@@ -158,6 +172,21 @@ export class Supervisor {
 
   private send(worker: Worker, msg: MainToWorker): void {
     worker.postMessage(msg);
+  }
+
+  /** To every live worker (audit health changes). */
+  broadcast(msg: MainToWorker): void {
+    for (const slot of this.slots) if (slot.worker) this.send(slot.worker, msg);
+  }
+
+  /** To one worker (audit acknowledgements). */
+  sendTo(workerId: number, msg: MainToWorker): void {
+    const worker = this.slots[workerId]?.worker;
+    if (worker) this.send(worker, msg);
+  }
+
+  setAudit(audit: AuditHub | null): void {
+    this.options = { ...this.options, audit };
   }
 
   /** Hand a reloaded config to every worker (and to workers started later). */
@@ -234,6 +263,8 @@ export class Supervisor {
       await delay(100);
     }
     await Promise.all(live.flatMap((slot) => (slot.worker === null ? [] : [slot.worker.terminate()])));
+    // Workers sent their last audit batches before 'drained'; write them out.
+    await this.options.audit?.close();
     this.options.log.info({}, 'stopped');
   }
 

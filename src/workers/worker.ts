@@ -19,6 +19,12 @@ import { FactsCache } from '../sql/facts-cache.ts';
 import { JwtVerifier } from '../auth/jwt.ts';
 import { cidrContains, parseCidr, type Cidr } from '../protocol/proxy-protocol.ts';
 import { createAuthorizer } from './authorizer-factory.ts';
+import { NO_AUDIT } from '../audit/auditor.ts';
+import { createWorkerAuditor } from '../audit/setup.ts';
+import type { WorkerAuditor } from '../audit/worker-side.ts';
+import { clientStateLabel, CLIENT_STATES } from '../metrics/definitions.ts';
+import { WorkerMetrics } from '../metrics/worker-counters.ts';
+import type { SessionMetricHandles } from '../session/session.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
 
 const data = workerData as WorkerData;
@@ -147,10 +153,75 @@ function trustedCidrs(c: Config): Cidr[] {
 let trusted = trustedCidrs(config);
 let jwtVerifier = config.auth.jwt === null ? null : new JwtVerifier(config.auth.jwt);
 
+const metrics = new WorkerMetrics(workerId);
+const handles: SessionMetricHandles = {
+  refused: Object.fromEntries(
+    (['too_many_clients', 'startup_invalid', 'startup_timeout', 'unsupported_protocol', 'tls_required', 'auth_failed', 'policy_denied', 'upstream_failed', 'audit_unavailable', 'shutting_down', 'protocol_error'] as const).map((reason) => [
+      reason,
+      metrics.handle('rolegate_client_connections_refused_total', { reason }),
+    ]),
+  ) as SessionMetricHandles['refused'],
+  authFailures: {
+    'scram-sha-256': metrics.handle('rolegate_auth_failures_total', { method: 'scram-sha-256' }),
+    cert: metrics.handle('rolegate_auth_failures_total', { method: 'cert' }),
+    jwt: metrics.handle('rolegate_auth_failures_total', { method: 'jwt' }),
+    other: metrics.handle('rolegate_auth_failures_total', { method: 'other' }),
+  },
+  upstreamErrors: {
+    unreachable: metrics.handle('rolegate_upstream_connect_errors_total', { kind: 'unreachable' }),
+    auth: metrics.handle('rolegate_upstream_connect_errors_total', { kind: 'auth' }),
+    protocol: metrics.handle('rolegate_upstream_connect_errors_total', { kind: 'protocol' }),
+    lost: metrics.handle('rolegate_upstream_connect_errors_total', { kind: 'lost' }),
+    other: metrics.handle('rolegate_upstream_connect_errors_total', { kind: 'other' }),
+  },
+};
+const acceptedHandle = metrics.handle('rolegate_client_connections_accepted_total');
+const stateHandles = new Map(CLIENT_STATES.map((state) => [state, metrics.handle('rolegate_client_connections', { state })]));
+const upstreamHandle = metrics.handle('rolegate_upstream_connections');
+const auditQueueHandle = metrics.handle('rolegate_audit_worker_queue_records');
+const parseHits = metrics.handle('rolegate_parse_cache_requests_total', { result: 'hit' });
+const parseMisses = metrics.handle('rolegate_parse_cache_requests_total', { result: 'miss' });
+const decisionHits = metrics.handle('rolegate_decision_cache_requests_total', { result: 'hit' });
+const decisionMisses = metrics.handle('rolegate_decision_cache_requests_total', { result: 'miss' });
+
+const workerAuditor: WorkerAuditor | null = config.audit === null ? null : createWorkerAuditor(config.audit, workerId, (msg) => post(msg), data.auditHealthy ? 'healthy' : 'unhealthy');
+workerAuditor?.start();
+
+/** Gauges are set from the sessions; counters travel as running totals; then one snapshot goes to the supervisor. */
+function postMetrics(): void {
+  const counts = new Map<string, number>();
+  let upstreams = 0;
+  for (const s of allSessions) {
+    const label = clientStateLabel(s.state);
+    if (label !== null) counts.set(label, (counts.get(label) ?? 0) + 1);
+    if (s.state === 'relay') upstreams++;
+  }
+  for (const [state, handle] of stateHandles) metrics.set(handle, counts.get(state) ?? 0);
+  metrics.set(upstreamHandle, upstreams);
+  metrics.set(auditQueueHandle, workerAuditor?.stats().queued ?? 0);
+  metrics.addTotal(parseHits, facts.hits);
+  metrics.addTotal(parseMisses, facts.misses);
+  metrics.addTotal(decisionHits, authorizer.decisionCacheHits);
+  metrics.addTotal(decisionMisses, authorizer.decisionCacheMisses);
+  const snapshot = metrics.snapshot();
+  port?.postMessage(snapshot, [snapshot.values.buffer as ArrayBuffer]);
+}
+setInterval(postMetrics, config.metrics.snapshotIntervalMs).unref();
+
+/** Before 'drained': the last audit records and counters go to the supervisor. */
+function finalFlush(): void {
+  workerAuditor?.stop();
+  postMetrics();
+}
+
 const host: SessionHost = {
   get config() {
     return config;
   },
+  workerId,
+  audit: workerAuditor ?? NO_AUDIT,
+  metrics,
+  handles,
   time,
   scramCache: new Map() as SaltedPasswordCache,
   mockSeed: Buffer.from(data.mockSeed),
@@ -170,7 +241,10 @@ const host: SessionHost = {
   unregister(session) {
     if (sessions.get(session.processId) === session) sessions.delete(session.processId);
     allSessions.delete(session);
-    if (draining && allSessions.size === 0) post({ type: 'drained', workerId });
+    if (draining && allSessions.size === 0) {
+      finalFlush();
+      post({ type: 'drained', workerId });
+    }
   },
   tlsEnabled: () => tlsServer !== null,
   tlsUpgrade(raw, first, onReady, onError) {
@@ -196,7 +270,9 @@ const host: SessionHost = {
 };
 
 const server = net.createServer({ noDelay: true }, (socket) => {
+  metrics.inc(acceptedHandle);
   if (allSessions.size >= data.maxClientsPerWorker) {
+    metrics.inc(handles.refused.too_many_clients);
     socket.on('error', () => {});
     socket.end(be.errorResponse({ severity: 'FATAL', sqlstate: ERRORS.RG_TOO_MANY_CLIENTS.sqlstate, message: 'sorry, too many clients already' }));
     return;
@@ -220,10 +296,14 @@ port.on('message', (msg: MainToWorker) => {
     case 'drain':
       draining = true;
       server.close();
-      if (allSessions.size === 0) post({ type: 'drained', workerId });
+      if (allSessions.size === 0) {
+        finalFlush();
+        post({ type: 'drained', workerId });
+      }
       return;
     case 'terminate':
       for (const s of [...allSessions]) s.terminate('RG_SHUTDOWN');
+      finalFlush();
       post({ type: 'drained', workerId });
       return;
     case 'policy':
@@ -255,6 +335,10 @@ port.on('message', (msg: MainToWorker) => {
     }
     case 'stats':
       post({ type: 'stats', workerId, sessions: allSessions.size, heapUsedBytes: process.memoryUsage().heapUsed });
+      return;
+    case 'audit-health':
+    case 'audit-ack':
+      workerAuditor?.onMessage(msg);
       return;
     case 'crash':
       if (process.env['ROLEGATE_FAULT_INJECTION'] === '1') throw new Error('fault injection: worker crash requested');

@@ -15,6 +15,7 @@ test('examples/rolegate.yaml is a valid config', () => {
   assert.equal(config.roles['app_reader']?.source, 'env:APP_READER_PASSWORD');
   assert.equal(config.users['orders-svc']?.role, 'app_writer');
   assert.equal(config.policy?.dir, path.join(REPO, 'policies'));
+  assert.deepEqual(config.admin, { host: '127.0.0.1', port: 9187 });
 });
 
 test('examples/rolegate.docker.yaml is a valid config', () => {

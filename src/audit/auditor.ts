@@ -1,0 +1,144 @@
+// The Auditor: the one owner of the audit sink, in the main thread. It takes
+// records made in the main thread (record()) and finished lines from the
+// workers (writeLines(), via main-side.ts), and answers the fail-closed
+// question. Sessions in workers talk to a WorkerAuditor (worker-side.ts), which
+// implements the same AuditRecorder contract.
+//
+// Modes (audit.mode):
+//   fail-closed  a statement (and a connection) is refused with
+//                RG_AUDIT_UNAVAILABLE while the sink is unhealthy: nothing runs
+//                that cannot be audited. Default for the file sink.
+//   best-effort  statements go on; records that cannot be written are dropped
+//                and counted (rolegate_audit_records_dropped_total). Default for
+//                stdout and http.
+
+import type { AuditSink, AuditSinkKind, AuditSinkStats } from './sinks.ts';
+import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode } from './record.ts';
+
+export type AuditMode = 'fail-closed' | 'best-effort';
+
+export interface AuditorOptions {
+  mode: AuditMode;
+  /** SQL text beyond this many UTF-8 bytes is cut (sql_truncated: true). */
+  maxSqlBytes: number;
+  parameters: ParameterMode;
+  /** parameters: full — each value is cut to this many bytes (text) or half as many (hex). */
+  maxParameterBytes?: number;
+}
+
+/** The default mode of each sink kind when audit.mode is not set. */
+export function defaultAuditMode(sink: AuditSinkKind): AuditMode {
+  switch (sink) {
+    case 'file':
+      return 'fail-closed';
+    case 'stdout':
+    case 'http':
+      return 'best-effort';
+    default: {
+      const unreachable: never = sink;
+      return unreachable;
+    }
+  }
+}
+
+/** What a session needs, in either thread. Implementations never throw and never block. */
+export interface AuditRecorder {
+  /** false: audit is off; do not build records at all. */
+  readonly enabled: boolean;
+  readonly parameters: ParameterMode;
+  readonly maxParameterBytes: number;
+  /** false only in fail-closed mode while records cannot be written: refuse with RG_AUDIT_UNAVAILABLE. */
+  canProceed(): boolean;
+  /** Prepare (truncate), format and queue one record. The record object is the caller's and is modified. */
+  record(record: AuditRecord): void;
+}
+
+/** Audit off. */
+export const NO_AUDIT: AuditRecorder = Object.freeze({
+  enabled: false,
+  parameters: 'off',
+  maxParameterBytes: 0,
+  canProceed: () => true,
+  record: () => {},
+});
+
+export interface AuditorStats extends AuditSinkStats {
+  healthy: boolean;
+  mode: AuditMode;
+  /** Lines the workers dropped before they reached the main thread (their buffers were full). */
+  workerDropped: number;
+}
+
+export class Auditor implements AuditRecorder {
+  readonly enabled = true;
+  readonly sink: AuditSink;
+  readonly mode: AuditMode;
+  readonly parameters: ParameterMode;
+  readonly maxParameterBytes: number;
+  private readonly maxSqlBytes: number;
+  private workerDropped = 0;
+  private formatFailures = 0;
+
+  constructor(sink: AuditSink, options: AuditorOptions) {
+    this.sink = sink;
+    this.mode = options.mode;
+    this.parameters = options.parameters;
+    this.maxSqlBytes = options.maxSqlBytes;
+    this.maxParameterBytes = options.maxParameterBytes ?? 256;
+  }
+
+  canProceed(): boolean {
+    return this.mode === 'best-effort' || this.sink.healthy;
+  }
+
+  record(record: AuditRecord): void {
+    let line: string;
+    try {
+      line = formatRecord(prepareRecord(record, { maxSqlBytes: this.maxSqlBytes }));
+    } catch {
+      // A record that cannot be serialised (a bug upstream of here) is a drop, not a crash.
+      this.formatFailures++;
+      return;
+    }
+    this.sink.write(line);
+  }
+
+  /** A finished line (from a worker). The sink counts it as dropped if it cannot take it. */
+  writeLine(line: string): boolean {
+    return this.sink.write(line);
+  }
+
+  writeLines(lines: readonly string[]): void {
+    for (let i = 0; i < lines.length; i++) this.sink.write(lines[i] as string);
+  }
+
+  /** Count records a worker dropped before they could be sent here. */
+  addWorkerDropped(n: number): void {
+    if (n > 0) this.workerDropped += n;
+  }
+
+  onHealthChange(listener: (healthy: boolean) => void): void {
+    this.sink.onHealthChange(listener);
+  }
+
+  stats(): AuditorStats {
+    const s = this.sink.stats();
+    return {
+      written: s.written,
+      dropped: s.dropped + this.workerDropped + this.formatFailures,
+      queued: s.queued,
+      failures: s.failures,
+      healthy: this.sink.healthy,
+      mode: this.mode,
+      workerDropped: this.workerDropped,
+    };
+  }
+
+  flush(): Promise<void> {
+    return this.sink.flush();
+  }
+
+  close(): Promise<void> {
+    return this.sink.close();
+  }
+}

@@ -1,0 +1,66 @@
+// The main thread's half of audit: the AuditHub takes the workers' batches
+// (AuditBatchMessage), writes them through the Auditor to the one sink,
+// acknowledges them (the workers' in-flight bound), and tells every worker
+// when the sink's health changes (they need it for fail-closed). Pure: the
+// supervisor passes messages in and gives it a send function; no threads here.
+
+import type { Auditor, AuditorStats } from './auditor.ts';
+import type { AuditBatchMessage, AuditControlMessage } from './worker-side.ts';
+
+export interface AuditHubStats extends AuditorStats {
+  /** Batches taken from workers. */
+  batches: number;
+}
+
+export class AuditHub {
+  readonly auditor: Auditor;
+  private readonly broadcast: (msg: AuditControlMessage) => void;
+  private readonly sendTo: (workerId: number, msg: AuditControlMessage) => void;
+  private healthy: boolean;
+  private batches = 0;
+
+  /**
+   * @param broadcast send to every live worker (health changes)
+   * @param sendTo    send to one worker (acknowledgements)
+   * @param onHealthChange optional observer (logs: one line per change)
+   */
+  constructor(auditor: Auditor, broadcast: (msg: AuditControlMessage) => void, sendTo: (workerId: number, msg: AuditControlMessage) => void, onHealthChange?: (healthy: boolean, lastError: string | null) => void) {
+    this.auditor = auditor;
+    this.broadcast = broadcast;
+    this.sendTo = sendTo;
+    this.healthy = auditor.sink.healthy;
+    auditor.onHealthChange((healthy) => {
+      if (healthy === this.healthy) return;
+      this.healthy = healthy;
+      this.broadcast({ type: 'audit-health', healthy });
+      onHealthChange?.(healthy, auditor.sink.lastError);
+    });
+  }
+
+  /** The message a newly started worker gets first (put it in workerData, or post it right after spawning). */
+  healthMessage(): AuditControlMessage {
+    return { type: 'audit-health', healthy: this.healthy };
+  }
+
+  get sinkHealthy(): boolean {
+    return this.healthy;
+  }
+
+  /** A batch from a worker: write every line, count the worker's drops, acknowledge. */
+  accept(msg: AuditBatchMessage): void {
+    this.batches++;
+    this.auditor.addWorkerDropped(msg.dropped);
+    if (msg.lines.length === 0) return;
+    this.auditor.writeLines(msg.lines);
+    this.sendTo(msg.workerId, { type: 'audit-ack', records: msg.lines.length });
+  }
+
+  stats(): AuditHubStats {
+    return { ...this.auditor.stats(), batches: this.batches };
+  }
+
+  /** Flush and close the sink (after the workers have posted their last batches). */
+  close(): Promise<void> {
+    return this.auditor.close();
+  }
+}

@@ -1,0 +1,191 @@
+// The audit record: one JSON line per decision (docs: DESIGN §1, issue 6).
+// A record is built by the session in its worker thread, prepared (SQL text
+// truncated) and formatted there, and only the finished line crosses to the
+// main thread's sink. The line must stay one line whatever the SQL text,
+// identity or policy reason holds: formatRecord() guarantees it.
+
+export type AuditEvent = 'connect' | 'statement';
+export type AuditDecision = 'allow' | 'deny';
+export type ParameterMode = 'off' | 'redacted' | 'full';
+
+/**
+ * What became of an allowed statement, from the server's answer:
+ * - complete: CommandComplete (or EmptyQueryResponse);
+ * - error: the server sent ErrorResponse for it (sqlstate says which);
+ * - suspended: Execute with a row limit ended in PortalSuspended;
+ * - not-run: an earlier error in the same Query / pipeline made the server skip it;
+ * - unknown: the session ended before the answer came.
+ */
+export type StatementOutcome = 'complete' | 'error' | 'suspended' | 'not-run' | 'unknown';
+
+/**
+ * A bound parameter as audited: null is SQL NULL; `bytes` is its length on the
+ * wire; with parameters: full also `text` (text format, valid UTF-8) or `hex`
+ * (binary format or invalid UTF-8), cut to the configured maximum (`truncated`).
+ */
+export type AuditParameter = null | { bytes: number; text?: string; hex?: string; truncated?: true };
+
+export interface AuditRecord {
+  /** First key on purpose: tells audit lines from pino log lines on a shared stdout. */
+  audit: AuditEvent;
+  /** RFC 3339, UTC, millisecond precision. */
+  time: string;
+  unix_ms: number;
+  session: string;
+  worker: number;
+  identity: { name: string; method: string };
+  client: { addr: string; port: number };
+  database: string;
+  /** The decided role (null: a connect denied before a role was chosen). */
+  role: string | null;
+  decision: AuditDecision;
+  rule: string | null;
+  reason: string | null;
+  policy_revision: string;
+  /** Time the decision took (facts + policy, or the cache hit), µs. */
+  decision_us: number;
+
+  // ---- statement records only
+  protocol?: 'simple' | 'extended';
+  /** Prepared statement name (extended protocol; '' is the unnamed statement). */
+  statement_name?: string;
+  sql?: string;
+  /** Present (true) only when `sql` was cut to audit.max_sql_bytes; sql_bytes is the full length. */
+  sql_truncated?: true;
+  sql_bytes?: number;
+  /** Command tag of the statement (SELECT, INSERT, SET ROLE …); null when the text did not parse. */
+  command?: string | null;
+  /** Tables as "schema.name" ("name" when unqualified). */
+  tables?: string[];
+  parameters?: AuditParameter[];
+  /** Allowed statements: what the server made of it (absent on a deny: nothing ran). */
+  outcome?: StatementOutcome;
+  /** SQLSTATE of the server's ErrorResponse when outcome is "error". */
+  sqlstate?: string;
+  /** Proxy-observed execution time: forwarded → CommandComplete / ErrorResponse, µs. */
+  query_us?: number;
+  /** Rows from the CommandComplete tag (INSERT 0 5 → 5, SELECT 10 → 10); null when the tag has none. */
+  rows?: number | null;
+}
+
+export interface PrepareOptions {
+  maxSqlBytes: number;
+}
+
+/**
+ * Apply the configured limits in place (the record is the caller's fresh
+ * object): SQL text longer than maxSqlBytes in UTF-8 is cut on a character
+ * boundary and flagged.
+ */
+export function prepareRecord(record: AuditRecord, options: PrepareOptions): AuditRecord {
+  const sql = record.sql;
+  if (sql !== undefined) {
+    const cut = utf8PrefixLength(sql, options.maxSqlBytes);
+    if (cut < sql.length) {
+      record.sql = sql.slice(0, cut);
+      record.sql_truncated = true;
+      record.sql_bytes = Buffer.byteLength(sql, 'utf8');
+    }
+  }
+  return record;
+}
+
+/**
+ * Number of UTF-16 code units of `text` whose UTF-8 encoding fits in maxBytes,
+ * never splitting a surrogate pair. A lone surrogate counts 3 bytes (U+FFFD).
+ */
+export function utf8PrefixLength(text: string, maxBytes: number): number {
+  const len = text.length;
+  // Every UTF-16 code unit is at most 3 UTF-8 bytes: short texts need no scan.
+  if (len * 3 <= maxBytes) return len;
+  let bytes = 0;
+  for (let i = 0; i < len; i++) {
+    const c = text.charCodeAt(i);
+    let n = 3;
+    let units = 1;
+    if (c < 0x80) n = 1;
+    else if (c < 0x800) n = 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < len) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n = 4;
+        units = 2;
+      }
+    }
+    if (bytes + n > maxBytes) return i;
+    bytes += n;
+    i += units - 1;
+  }
+  return len;
+}
+
+// JSON.stringify already escapes '"', '\\', every C0 control character and
+// (since ES2019, "well-formed JSON.stringify") every unpaired surrogate. What
+// it leaves raw is still one JSON line, but U+2028/U+2029 end a line for
+// JavaScript and many log tools, U+0085 (NEL) for Python's splitlines() and
+// Unicode-aware splitters, and C1 controls + DEL confuse terminals. Escape them.
+const LINE_UNSAFE = /[\u007f-\u009f\u2028\u2029]/g;
+
+function escapeUnit(ch: string): string {
+  return `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`;
+}
+
+/** The record as exactly one line of JSON, ending in '\n'. Never contains a raw line terminator or an unpaired surrogate. */
+export function formatRecord(record: AuditRecord): string {
+  return `${JSON.stringify(record).replace(LINE_UNSAFE, escapeUnit)}\n`;
+}
+
+/** "schema.name" for a table fact; the bare name when unqualified. */
+export function tableName(table: { schema: string | null; name: string }): string {
+  return table.schema === null ? table.name : `${table.schema}.${table.name}`;
+}
+
+/** RFC 3339 (UTC, ms) of a unix-ms instant. */
+export function rfc3339(unixMs: number): string {
+  return new Date(unixMs).toISOString();
+}
+
+// ---------------------------------------------------------- CommandComplete
+
+// Tags that end in a row count (PostgreSQL "CommandComplete" message formats):
+// INSERT oid rows, DELETE rows, UPDATE rows, MERGE rows, SELECT rows,
+// MOVE rows, FETCH rows, COPY rows. CREATE TABLE AS / EXECUTE also complete as SELECT rows.
+const COUNTED = new Set(['INSERT', 'DELETE', 'UPDATE', 'MERGE', 'SELECT', 'MOVE', 'FETCH', 'COPY']);
+
+/** Split a CommandComplete tag ("INSERT 0 5", "CREATE TABLE") into its command words and row count. */
+export function parseCommandTag(tag: string): { command: string; rows: number | null } {
+  const space = tag.indexOf(' ');
+  const first = space < 0 ? tag : tag.slice(0, space);
+  if (!COUNTED.has(first)) return { command: tag, rows: null };
+  const last = tag.lastIndexOf(' ');
+  const digits = tag.slice(last + 1);
+  if (last < 0 || !/^\d{1,20}$/.test(digits)) return { command: tag, rows: null };
+  return { command: first, rows: Number(digits) };
+}
+
+/**
+ * Row count of a CommandComplete message ('C') read straight from its bytes
+ * (type, length, tag, NUL), without decoding the tag to a string; null when
+ * the tag carries none. buf[start] is the type byte.
+ */
+export function commandCompleteRows(buf: Buffer, start: number, end: number): number | null {
+  // The tag ends at the terminating NUL (end - 1).
+  let i = end - 2;
+  const tagStart = start + 5;
+  let rows = 0;
+  let scale = 1;
+  let digits = 0;
+  while (i >= tagStart) {
+    const b = buf[i] as number;
+    if (b < 0x30 || b > 0x39) break;
+    rows += (b - 0x30) * scale;
+    scale *= 10;
+    digits++;
+    i--;
+  }
+  if (digits === 0 || digits > 20 || i < tagStart || buf[i] !== 0x20 /* ' ' */) return null;
+  // First word: up to the first space.
+  let j = tagStart;
+  while (j < end - 1 && buf[j] !== 0x20) j++;
+  return COUNTED.has(buf.toString('latin1', tagStart, j)) ? rows : null;
+}

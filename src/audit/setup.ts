@@ -1,0 +1,83 @@
+// The validated audit: config section (see the integration note in the issue
+// for the YAML keys) and the factories that turn it into the main thread's
+// AuditHub and a worker's WorkerAuditor.
+
+import { AuditHub } from './main-side.ts';
+import { Auditor, type AuditMode } from './auditor.ts';
+import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind } from './sinks.ts';
+import type { ParameterMode } from './record.ts';
+import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditHealth } from './worker-side.ts';
+
+export interface AuditConfig {
+  sink: AuditSinkKind;
+  mode: AuditMode;
+  maxSqlBytes: number;
+  parameters: ParameterMode;
+  maxParameterBytes: number;
+  worker: { bufferRecords: number; bufferBytes: number; batchRecords: number; flushIntervalMs: number };
+  stdout: { maxQueuedRecords: number; maxQueuedBytes: number };
+  file: { path: string; maxBytes: number; keep: number; maxQueuedRecords: number; maxQueuedBytes: number; retryMs: number } | null;
+  http: {
+    url: string;
+    headers: Readonly<Record<string, string>>;
+    batchMaxRecords: number;
+    batchMaxBytes: number;
+    flushIntervalMs: number;
+    timeoutMs: number;
+    maxQueuedRecords: number;
+    maxQueuedBytes: number;
+    retryInitialMs: number;
+    retryMaxMs: number;
+  } | null;
+}
+
+/** Open the configured sink (the file is opened now: a bad path fails start-up with RG_AUDIT_SINK). */
+export async function openAuditSink(config: AuditConfig): Promise<AuditSink> {
+  switch (config.sink) {
+    case 'stdout':
+      return new StdoutSink(config.stdout);
+    case 'file': {
+      if (config.file === null) throw new Error('audit.file is required for sink: file');
+      return FileSink.open({ ...config.file });
+    }
+    case 'http': {
+      if (config.http === null) throw new Error('audit.http is required for sink: http');
+      return new HttpSink({ ...config.http, headers: { ...config.http.headers } });
+    }
+    default: {
+      const unreachable: never = config.sink;
+      return unreachable;
+    }
+  }
+}
+
+/** Main thread: sink + Auditor + AuditHub. */
+export async function startMainAudit(
+  config: AuditConfig,
+  broadcast: (msg: AuditControlMessage) => void,
+  sendTo: (workerId: number, msg: AuditControlMessage) => void,
+  onHealthChange?: (healthy: boolean, lastError: string | null) => void,
+): Promise<AuditHub> {
+  const sink = await openAuditSink(config);
+  const auditor = new Auditor(sink, { mode: config.mode, maxSqlBytes: config.maxSqlBytes, parameters: config.parameters, maxParameterBytes: config.maxParameterBytes });
+  return new AuditHub(auditor, broadcast, sendTo, onHealthChange);
+}
+
+/** Worker thread: the session-facing recorder; call start() once, stop() before the worker exits. */
+export function createWorkerAuditor(config: AuditConfig, workerId: number, post: (msg: AuditBatchMessage) => void, initialHealth: AuditHealth): WorkerAuditor {
+  return new WorkerAuditor(
+    {
+      workerId,
+      mode: config.mode,
+      maxSqlBytes: config.maxSqlBytes,
+      parameters: config.parameters,
+      maxParameterBytes: config.maxParameterBytes,
+      bufferRecords: config.worker.bufferRecords,
+      bufferBytes: config.worker.bufferBytes,
+      batchRecords: config.worker.batchRecords,
+      flushIntervalMs: config.worker.flushIntervalMs,
+    },
+    post,
+    initialHealth,
+  );
+}

@@ -1,0 +1,239 @@
+// Audit records and Prometheus metrics for a scripted workload through the
+// real proxy (2 workers, shipped policy) against the real PostgreSQL; audit
+// sink failures in fail-closed and best-effort mode.
+
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { describe, test } from 'node:test';
+import { connect, demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { adminQuery } from '../helpers/pg.ts';
+import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+
+interface Audit {
+  audit: 'connect' | 'statement';
+  decision: 'allow' | 'deny';
+  rule: string | null;
+  sql?: string;
+  command?: string | null;
+  protocol?: string;
+  tables?: string[];
+  rows?: number | null;
+  outcome?: string;
+  identity: { name: string; method: string };
+  role: string | null;
+  policy_revision: string;
+  parameters?: unknown[];
+  statement_name?: string;
+}
+
+function readAudit(file: string): Audit[] {
+  const text = readFileSync(file, 'utf8');
+  const lines = text.split('\n').filter((l) => l.length > 0);
+  // Every record is exactly one line of valid JSON.
+  return lines.map((l) => JSON.parse(l) as Audit);
+}
+
+async function adminPort(proxy: RunningProxy): Promise<number> {
+  const line = await proxy.waitForLog((l) => l['msg'] === 'admin listening');
+  return Number(line['port']);
+}
+
+async function scrape(port: number): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  assert.equal(res.status, 200);
+  return res.text();
+}
+
+/** The value of one series in Prometheus text exposition, 0 when absent. */
+function series(text: string, name: string, labels: Record<string, string> = {}): number {
+  let total = 0;
+  let found = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const ok = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (!ok) continue;
+    found = true;
+    total += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return found ? total : 0;
+}
+
+async function waitFor<T>(probe: () => Promise<T | null> | T | null, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== null) return v;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('audit and metrics for a scripted workload', () => {
+  test('exactly the expected audit records and metric counts', async () => {
+    await ensureDemoDatabase();
+    await adminQuery('CREATE TABLE IF NOT EXISTS audited (id int PRIMARY KEY, note text); GRANT SELECT ON audited TO app_reader; GRANT SELECT, INSERT, UPDATE, DELETE ON audited TO app_writer; TRUNCATE audited; INSERT INTO audited VALUES (1, \'a\'), (2, \'b\'), (3, \'c\');', 'app');
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const auditFile = path.join(dir, 'audit.log');
+    const proxy = await startProxy(
+      demoConfig({ withPolicy: true, workers: 2, extra: `admin: { host: 127.0.0.1, port: 0 }\naudit: { sink: file, parameters: full, file: { path: ${JSON.stringify(auditFile)} } }\nmetrics: { snapshot_interval_ms: 100 }\n` }),
+    );
+    try {
+      const port = await adminPort(proxy);
+      const reader = await connect(proxy.port, 'reporting-svc');
+      const writer = await connect(proxy.port, 'orders-svc', { options: '-c rolegate.role=app_writer' });
+      // Simple protocol: 2 allowed statements in one Query, 1 denied.
+      await reader.query('SELECT count(*) FROM audited; SELECT 1');
+      await assert.rejects(reader.query('DELETE FROM audited'));
+      // Extended protocol: an allowed UPDATE with a parameter, a denied DROP.
+      const upd = await writer.query('UPDATE audited SET note = $1 WHERE id <= 2', ['x']);
+      assert.equal(upd.rowCount, 2);
+      await assert.rejects(writer.query({ text: 'DROP TABLE audited', queryMode: 'extended' } as unknown as string));
+      // Hostile SQL text: newlines, quotes, control characters, U+2028.
+      const hostile = "SELECT '\n{\"audit\":\"forged\"}\r\n\\\" \u2028 \u0001' AS x";
+      await reader.query(hostile);
+      await reader.end();
+      await writer.end();
+
+      const records = await waitFor(() => {
+        try {
+          const r = readAudit(auditFile);
+          return r.filter((x) => x.audit === 'statement').length >= 6 && r.filter((x) => x.audit === 'connect').length >= 2 ? r : null;
+        } catch {
+          return null;
+        }
+      });
+      const connects = records.filter((r) => r.audit === 'connect');
+      assert.deepEqual(connects.map((r) => [r.identity.name, r.decision, r.role]).sort(), [
+        ['orders-svc', 'allow', 'app_writer'],
+        ['reporting-svc', 'allow', 'app_reader'],
+      ]);
+      // Records of one session keep their order; the two sessions ran on
+      // different workers, whose batches may interleave in the file.
+      const stmts = records.filter((r) => r.audit === 'statement');
+      const of = (name: string): Audit[] => stmts.filter((r) => r.identity.name === name);
+      const brief = (list: Audit[]): unknown[] => list.map((r) => [r.protocol, r.command, r.decision, r.rule, r.rows ?? null]);
+      assert.deepEqual(brief(of('reporting-svc')), [
+        ['simple', 'SELECT', 'allow', 'allow-read', 1],
+        ['simple', 'SELECT', 'allow', 'allow-read', 1],
+        ['simple', 'DELETE', 'deny', 'read-only-role', null],
+        ['simple', 'SELECT', 'allow', 'allow-read', 1],
+      ]);
+      assert.deepEqual(brief(of('orders-svc')), [
+        ['extended', 'UPDATE', 'allow', 'allow-write', 2],
+        ['extended', 'DROP TABLE', 'deny', 'no-ddl-outside-admin', null],
+      ]);
+      const [count, , , hostileRecord] = of('reporting-svc');
+      const [update] = of('orders-svc');
+      assert.deepEqual(count?.tables, ['audited']);
+      assert.equal(update?.outcome, 'complete');
+      assert.deepEqual(update?.parameters, [{ bytes: 1, text: 'x' }]);
+      assert.equal(hostileRecord?.sql, hostile, 'the hostile text survives intact inside one JSON line');
+      for (const r of records) assert.match(r.policy_revision, /^[0-9a-f]{16}$/);
+      const raw = readFileSync(auditFile, 'utf8');
+      assert.equal(raw.split('\n').filter((l) => l.length > 0).length, records.length, 'one record per line, no line broken');
+      assert.ok(!raw.includes('\u2028'), 'U+2028 is escaped');
+
+      // Metrics: counted in both workers, merged in the main thread.
+      const text = await waitFor(async () => {
+        const t = await scrape(port);
+        return series(t, 'rolegate_statements_total', { decision: 'deny' }) >= 2 && series(t, 'rolegate_statements_total', { decision: 'allow' }) >= 4 ? t : null;
+      });
+      assert.equal(series(text, 'rolegate_statements_total', { command: 'SELECT', decision: 'allow', protocol: 'simple' }), 3);
+      assert.equal(series(text, 'rolegate_statements_total', { command: 'UPDATE', decision: 'allow', protocol: 'extended' }), 1);
+      assert.equal(series(text, 'rolegate_statements_total', { command: 'DELETE', decision: 'deny', protocol: 'simple' }), 1);
+      assert.equal(series(text, 'rolegate_statement_denials_total', { rule: 'read-only-role' }), 1);
+      assert.equal(series(text, 'rolegate_statement_denials_total', { rule: 'no-ddl-outside-admin' }), 1);
+      // One decision per Query or Parse message (the two-statement Query is one).
+      assert.equal(series(text, 'rolegate_decision_duration_seconds_count', { kind: 'statement' }), 5);
+      assert.equal(series(text, 'rolegate_decision_duration_seconds_count', { kind: 'connect' }), 2);
+      assert.ok(series(text, 'rolegate_query_duration_seconds_count') >= 4);
+      assert.ok(series(text, 'rolegate_client_connections_accepted_total') >= 2);
+      assert.ok(series(text, 'rolegate_audit_records_written_total') >= 8);
+      assert.equal(series(text, 'rolegate_audit_records_dropped_total'), 0);
+      assert.equal(series(text, 'rolegate_audit_sink_healthy'), 1);
+      assert.match(text, /rolegate_policy_revision_info\{revision="[0-9a-f]{16}"\} 1/);
+      // Readiness: policy loaded and upstream reachable.
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      assert.equal(ready.status, 200);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+
+      // A failed login is counted by method.
+      await assert.rejects(connect(proxy.port, 'reporting-svc', { password: 'wrong' }));
+      const after = await waitFor(async () => {
+        const t = await scrape(port);
+        return series(t, 'rolegate_auth_failures_total', { method: 'scram-sha-256' }) >= 1 ? t : null;
+      });
+      assert.equal(series(after, 'rolegate_client_connections_refused_total', { reason: 'auth_failed' }), 1);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+describe('audit sink failure', () => {
+  // The audit file's directory is removed while the proxy runs: the next
+  // rotation (max_bytes is small) cannot reopen the path, like a lost volume.
+  function failingSinkConfig(mode: string, dir: string): string {
+    return `admin: { host: 127.0.0.1, port: 0 }\naudit: { sink: file, mode: ${mode}, file: { path: ${JSON.stringify(path.join(dir, 'audit.log'))}, max_bytes: 4096, keep: 1, retry_ms: 100, max_queued_records: 100 } }\nmetrics: { snapshot_interval_ms: 100 }\n`;
+  }
+
+  test('fail-closed (the file sink default): statements are refused with 58030 while audit cannot be written, and allowed again once it can', async () => {
+    await ensureDemoDatabase();
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'rolegate-audit-fail-')), 'logs');
+    mkdirSync(dir);
+    const proxy = await startProxy(demoConfig({ withPolicy: true, workers: 1, extra: failingSinkConfig('fail-closed', dir) }));
+    try {
+      const c = await connect(proxy.port, 'reporting-svc');
+      assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
+      rmSync(dir, { recursive: true });
+      let refused: (Error & { code?: string }) | null = null;
+      for (let i = 0; i < 300 && refused === null; i++) {
+        refused = await c.query('SELECT $1::int AS i', [i]).then(
+          () => null,
+          (e: Error & { code?: string }) => e,
+        );
+      }
+      assert.ok(refused, 'statements are refused once the audit log cannot be written');
+      assert.equal(refused.code, '58030');
+      const port = await adminPort(proxy);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 503, 'fail-closed with a failing sink is not ready');
+      // The volume comes back: the queued records are written and statements run again.
+      mkdirSync(dir);
+      const ok = await waitFor(async () =>
+        c.query('SELECT 2 AS two').then(
+          (r) => r.rows[0] as { two: number },
+          () => null,
+        ),
+      );
+      assert.equal(ok.two, 2);
+      await c.end();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('best-effort: statements go on and the drops are counted', async () => {
+    await ensureDemoDatabase();
+    const dir = path.join(mkdtempSync(path.join(tmpdir(), 'rolegate-audit-fail-')), 'logs');
+    mkdirSync(dir);
+    const proxy = await startProxy(demoConfig({ withPolicy: true, workers: 1, extra: failingSinkConfig('best-effort', dir) }));
+    try {
+      const port = await adminPort(proxy);
+      const c = await connect(proxy.port, 'reporting-svc');
+      rmSync(dir, { recursive: true });
+      for (let i = 0; i < 600; i++) assert.equal((await c.query('SELECT $1::int AS i', [i])).rows[0].i, i);
+      await c.end();
+      const text = await waitFor(async () => {
+        const t = await scrape(port);
+        return series(t, 'rolegate_audit_records_dropped_total') > 0 ? t : null;
+      });
+      assert.equal(series(text, 'rolegate_audit_sink_healthy'), 0);
+      assert.ok(series(text, 'rolegate_audit_sink_failures_total') > 0);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/readyz`)).status, 200, 'best-effort: a failing sink does not make the proxy unready');
+    } finally {
+      await proxy.stop();
+    }
+  });
+});

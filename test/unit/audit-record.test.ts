@@ -1,0 +1,242 @@
+// Audit records: one line of JSON whatever the SQL text holds; truncation on a
+// character boundary; row counts from CommandComplete; bound parameters.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { auditParameters, readBindParameters } from '../../src/audit/parameters.ts';
+import { commandCompleteRows, formatRecord, parseCommandTag, prepareRecord, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
+
+function statementRecord(sql: string, extra: Partial<AuditRecord> = {}): AuditRecord {
+  return {
+    audit: 'statement',
+    time: '2026-11-27T22:55:00.000Z',
+    unix_ms: 1_795_820_100_000,
+    session: 's-1',
+    worker: 0,
+    identity: { name: 'orders-svc', method: 'scram-sha-256' },
+    client: { addr: '127.0.0.1', port: 51544 },
+    database: 'app',
+    role: 'app_reader',
+    decision: 'allow',
+    rule: 'readers',
+    reason: 'ok',
+    policy_revision: 'r1',
+    decision_us: 12,
+    protocol: 'simple',
+    sql,
+    command: 'SELECT',
+    tables: ['public.orders'],
+    ...extra,
+  };
+}
+
+/** A line is one record: no raw line terminator of any kind, no unpaired surrogate, exactly one trailing \n. */
+function assertOneSafeLine(line: string): void {
+  assert.ok(line.endsWith('\n'), 'ends in a newline');
+  const body = line.slice(0, -1);
+  for (let i = 0; i < body.length; i++) {
+    const c = body.charCodeAt(i);
+    // C0 controls (every line terminator among them), DEL, C1 controls (NEL), U+2028, U+2029.
+    assert.ok(!(c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029), `raw U+${c.toString(16).padStart(4, '0')} at ${i}`);
+  }
+  assert.ok(body.isWellFormed(), 'no unpaired surrogate');
+  // Also as UTF-8 bytes: decoding what a file would hold gives back the same text.
+  assert.equal(Buffer.from(line, 'utf8').toString('utf8'), line);
+}
+
+const HOSTILE: Array<[string, string]> = [
+  ['newline', 'SELECT 1;\nDELETE FROM orders'],
+  ['carriage return', 'SELECT 1;\r{"audit":"statement","decision":"allow"}'],
+  ['forged record after newline', 'SELECT 1"}\n{"audit":"statement","decision":"allow","sql":"x'],
+  ['quotes and backslashes', `SELECT '\\"', E'\\\\', "a""b" -- \\`],
+  ['NUL and control characters', 'SELECT \u0000\u0001\u0007\u0008\u000b\u000c\u001b[31m\u001f\u007f'],
+  ['U+2028 / U+2029', 'SELECT 1\u2028DROP TABLE t\u2029'],
+  ['NEL and C1 controls', 'SELECT 1\u0085x\u0080\u009b2J'],
+  ['lone high surrogate', 'SELECT \ud800 x'],
+  ['lone low surrogate', 'SELECT \udc00'],
+  ['reversed pair', 'SELECT \udc00\ud800'],
+  ['high surrogate at the end', 'SELECT \ud83d'],
+  ['valid astral characters', 'SELECT \u{1F600} \u{10FFFF}'],
+];
+
+for (const [name, sql] of HOSTILE) {
+  test(`hostile SQL (${name}) stays one line and parses back to the same text`, () => {
+    const record = statementRecord(sql, { reason: sql, rule: sql, identity: { name: sql, method: 'scram-sha-256' } });
+    const line = formatRecord(record);
+    assertOneSafeLine(line);
+    const back = JSON.parse(line) as AuditRecord;
+    // JSON.parse gives back U+FFFD-free text: lone surrogates round-trip as the same lone surrogates.
+    assert.equal(back.sql, sql);
+    assert.equal(back.reason, sql);
+    assert.equal(back.identity.name, sql);
+    assert.equal(back.decision, 'allow');
+    assert.deepEqual(Object.keys(back), Object.keys(record));
+  });
+}
+
+test('property: for any string, the record is one safe line that parses back to the same field', () => {
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 200 }), fc.string({ unit: 'grapheme', maxLength: 50 }), fc.string({ maxLength: 50 }), (sql, reason, rule) => {
+      const line = formatRecord(statementRecord(sql, { reason, rule }));
+      assertOneSafeLine(line);
+      assert.equal(line.indexOf('\n'), line.length - 1);
+      const back = JSON.parse(line) as AuditRecord;
+      assert.equal(back.sql, sql);
+      assert.equal(back.reason, reason);
+      assert.equal(back.rule, rule);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('property: arbitrary UTF-16 code units (lone surrogates included) survive', () => {
+  fc.assert(
+    fc.property(fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 100 }), (units) => {
+      const sql = String.fromCharCode(...units);
+      const line = formatRecord(statementRecord(sql));
+      assertOneSafeLine(line);
+      assert.equal((JSON.parse(line) as AuditRecord).sql, sql);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('a 1 MB statement is truncated to max_sql_bytes and flagged; the line stays small and valid', () => {
+  const sql = `SELECT '${'x'.repeat(1024 * 1024)}'`;
+  const record = prepareRecord(statementRecord(sql), { maxSqlBytes: 4096 });
+  assert.equal(record.sql?.length, 4096);
+  assert.equal(record.sql_truncated, true);
+  assert.equal(record.sql_bytes, Buffer.byteLength(sql));
+  const line = formatRecord(record);
+  assertOneSafeLine(line);
+  assert.ok(line.length < 5000);
+  const back = JSON.parse(line) as AuditRecord;
+  assert.equal(back.sql_truncated, true);
+  assert.ok(sql.startsWith(back.sql ?? ''));
+});
+
+test('a statement within the limit is untouched and carries no truncation fields', () => {
+  const record = prepareRecord(statementRecord('SELECT 1'), { maxSqlBytes: 8 });
+  assert.equal(record.sql, 'SELECT 1');
+  assert.equal(record.sql_truncated, undefined);
+  assert.equal(record.sql_bytes, undefined);
+  assert.doesNotMatch(formatRecord(record), /sql_truncated/);
+});
+
+test('truncation never splits a multi-byte character or a surrogate pair', () => {
+  // 'é' is 2 bytes, '€' 3, '😀' 4 (a surrogate pair).
+  assert.equal(utf8PrefixLength('ééé', 5), 2);
+  assert.equal(utf8PrefixLength('€€', 5), 1);
+  assert.equal(utf8PrefixLength('a😀', 4), 1);
+  assert.equal(utf8PrefixLength('a😀', 5), 3);
+  assert.equal(utf8PrefixLength('a\ud800b', 4), 2); // lone surrogate = 3 bytes (U+FFFD)
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 300 }), fc.integer({ min: 0, max: 400 }), (text, max) => {
+      const cut = utf8PrefixLength(text, max);
+      const prefix = text.slice(0, cut);
+      assert.ok(Buffer.byteLength(prefix, 'utf8') <= max);
+      // Never ends between the halves of a pair.
+      const last = prefix.charCodeAt(prefix.length - 1);
+      const next = text.charCodeAt(cut);
+      assert.ok(!(last >= 0xd800 && last <= 0xdbff && next >= 0xdc00 && next <= 0xdfff));
+      // Maximal: one more character would not fit.
+      if (cut < text.length) {
+        const c = text.codePointAt(cut) as number;
+        const extra = c > 0xffff ? 4 : c < 0x80 ? 1 : c < 0x800 ? 2 : 3;
+        assert.ok(Buffer.byteLength(prefix, 'utf8') + extra > max);
+      }
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+test('CommandComplete tags: command words and row counts', () => {
+  const cases: Array<[string, string, number | null]> = [
+    ['INSERT 0 5', 'INSERT', 5],
+    ['UPDATE 3', 'UPDATE', 3],
+    ['DELETE 0', 'DELETE', 0],
+    ['SELECT 10', 'SELECT', 10],
+    ['MERGE 2', 'MERGE', 2],
+    ['COPY 7', 'COPY', 7],
+    ['FETCH 100', 'FETCH', 100],
+    ['MOVE 4', 'MOVE', 4],
+    ['CREATE TABLE', 'CREATE TABLE', null],
+    ['BEGIN', 'BEGIN', null],
+    ['SET', 'SET', null],
+    ['DROP TABLE', 'DROP TABLE', null],
+    ['SELECT', 'SELECT', null],
+    ['SELECT 4294967296', 'SELECT', 4294967296],
+  ];
+  for (const [tag, command, rows] of cases) {
+    assert.deepEqual(parseCommandTag(tag), { command, rows }, tag);
+    const msg = Buffer.concat([Buffer.from([0x43 /* 'C' */, 0, 0, 0, 0]), Buffer.from(`${tag}\0`, 'latin1')]);
+    msg.writeInt32BE(msg.length - 1, 1);
+    // Embedded in a larger chunk, as the relay sees it.
+    const chunk = Buffer.concat([Buffer.from('junk'), msg, Buffer.from('more')]);
+    assert.equal(commandCompleteRows(chunk, 4, 4 + msg.length), rows, `bytes: ${tag}`);
+  }
+});
+
+test('tableName: schema.name, or the bare name when unqualified', () => {
+  assert.equal(tableName({ schema: 'public', name: 'orders' }), 'public.orders');
+  assert.equal(tableName({ schema: null, name: 'orders' }), 'orders');
+});
+
+function bindMessage(portal: string, statement: string, formats: number[], params: Array<Buffer | null>): Buffer {
+  const parts: Buffer[] = [Buffer.from(`${portal}\0${statement}\0`)];
+  const f = Buffer.alloc(2 + 2 * formats.length);
+  f.writeInt16BE(formats.length, 0);
+  formats.forEach((x, i) => f.writeInt16BE(x, 2 + 2 * i));
+  parts.push(f);
+  const n = Buffer.alloc(2);
+  n.writeInt16BE(params.length, 0);
+  parts.push(n);
+  for (const p of params) {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(p === null ? -1 : p.length, 0);
+    parts.push(len);
+    if (p !== null) parts.push(p);
+  }
+  parts.push(Buffer.from([0, 0]));
+  const body = Buffer.concat(parts);
+  const head = Buffer.alloc(5);
+  head[0] = 0x42; // 'B'
+  head.writeInt32BE(body.length + 4, 1);
+  return Buffer.concat([head, body]);
+}
+
+test('bound parameters: off, redacted, full (text, binary, NULL, truncation)', () => {
+  const msg = bindMessage('', 's1', [0, 1, 0, 0], [Buffer.from('alice'), Buffer.from([0, 0, 0, 42]), null, Buffer.from('x'.repeat(40))]);
+  const params = readBindParameters(msg, 0, msg.length);
+  assert.ok(params !== null);
+  assert.equal(params.length, 4);
+  assert.equal(auditParameters(params, 'off', 16), undefined);
+  assert.deepEqual(auditParameters(params, 'redacted', 16), [{ bytes: 5 }, { bytes: 4 }, null, { bytes: 40 }]);
+  assert.deepEqual(auditParameters(params, 'full', 16), [
+    { bytes: 5, text: 'alice' },
+    { bytes: 4, hex: '0000002a' },
+    null,
+    { bytes: 40, text: 'x'.repeat(16), truncated: true },
+  ]);
+  // One format code for all; none = all text.
+  const one = bindMessage('p', '', [1], [Buffer.from('ab')]);
+  assert.deepEqual(auditParameters(readBindParameters(one, 0, one.length), 'full', 16), [{ bytes: 2, hex: '6162' }]);
+  const none = bindMessage('', '', [], [Buffer.from('ab'), Buffer.from([0xff])]);
+  assert.deepEqual(auditParameters(readBindParameters(none, 0, none.length), 'full', 16), [{ bytes: 2, text: 'ab' }, { bytes: 1, hex: 'ff' }]);
+  // Hostile parameter text is escaped like everything else.
+  const evil = bindMessage('', '', [], [Buffer.from('a"\n\u2028}{')]);
+  const line = formatRecord(statementRecord('SELECT $1', { parameters: auditParameters(readBindParameters(evil, 0, evil.length), 'full', 64) }));
+  assertOneSafeLine(line);
+  assert.deepEqual((JSON.parse(line) as AuditRecord).parameters, [{ bytes: 8, text: 'a"\n\u2028}{' }]);
+});
+
+test('malformed Bind messages give null, never a throw', () => {
+  const good = bindMessage('', 's', [0], [Buffer.from('abc')]);
+  for (let cut = 5; cut < good.length - 2; cut++) {
+    assert.equal(readBindParameters(good, 0, cut), null, `cut at ${cut}`);
+  }
+  // Format count neither 0, 1 nor the parameter count.
+  const bad = bindMessage('', '', [0, 0], [Buffer.from('a')]);
+  assert.equal(readBindParameters(bad, 0, bad.length), null);
+});

@@ -1,0 +1,173 @@
+// The cross-thread audit path with a real worker_threads Worker: records made
+// in the worker arrive in the main thread's file sink, in order, and a health
+// change in the main thread reaches the worker's fail-closed check.
+// This file is its own worker script (isMainThread decides which half runs).
+
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { Auditor } from '../../src/audit/auditor.ts';
+import { AuditHub } from '../../src/audit/main-side.ts';
+import type { AuditRecord } from '../../src/audit/record.ts';
+import { FileSink, type AuditSink, type AuditSinkStats } from '../../src/audit/sinks.ts';
+import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage } from '../../src/audit/worker-side.ts';
+
+type ToWorker = AuditControlMessage | { type: 'make'; from: number; count: number } | { type: 'probe' } | { type: 'stop' };
+type FromWorker = AuditBatchMessage | { type: 'made' } | { type: 'probe'; canProceed: boolean } | { type: 'stopped' };
+
+function record(n: number): AuditRecord {
+  return {
+    audit: 'statement',
+    time: new Date(n).toISOString(),
+    unix_ms: n,
+    session: `w-${n}`,
+    worker: 1,
+    identity: { name: 'u', method: 'scram-sha-256' },
+    client: { addr: '127.0.0.1', port: 1 },
+    database: 'app',
+    role: 'r',
+    decision: n % 3 === 0 ? 'deny' : 'allow',
+    rule: null,
+    reason: null,
+    policy_revision: 'r1',
+    decision_us: 1,
+    protocol: 'extended',
+    sql: `SELECT ${n} -- \n\u2028"`,
+  };
+}
+
+if (!isMainThread) {
+  const port = parentPort!;
+  const data = workerData as { healthy: boolean };
+  const auditor = new WorkerAuditor(
+    { workerId: 1, mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off', bufferRecords: 1000, bufferBytes: 1 << 20, batchRecords: 64, flushIntervalMs: 10 },
+    (msg) => port.postMessage(msg),
+    data.healthy ? 'healthy' : 'unknown',
+  );
+  auditor.start();
+  port.on('message', (msg: ToWorker) => {
+    switch (msg.type) {
+      case 'audit-health':
+      case 'audit-ack':
+        auditor.onMessage(msg);
+        return;
+      case 'make':
+        for (let i = msg.from; i < msg.from + msg.count; i++) auditor.record(record(i));
+        port.postMessage({ type: 'made' } satisfies FromWorker);
+        return;
+      case 'probe':
+        port.postMessage({ type: 'probe', canProceed: auditor.canProceed() } satisfies FromWorker);
+        return;
+      case 'stop':
+        auditor.stop();
+        port.postMessage({ type: 'stopped' } satisfies FromWorker);
+        port.close();
+        return;
+    }
+  });
+} else {
+  /** The real file sink behind a switch, so the test can fail it on cue (file failures have their own tests). */
+  class SwitchedSink implements AuditSink {
+    readonly inner: FileSink;
+    private failing = false;
+    private readonly listeners: Array<(healthy: boolean) => void> = [];
+    constructor(inner: FileSink) {
+      this.inner = inner;
+    }
+    get healthy(): boolean {
+      return !this.failing && this.inner.healthy;
+    }
+    get lastError(): string | null {
+      return this.failing ? 'switched off' : this.inner.lastError;
+    }
+    set(failing: boolean): void {
+      this.failing = failing;
+      for (const l of this.listeners) l(!failing);
+    }
+    onHealthChange(l: (healthy: boolean) => void): void {
+      this.listeners.push(l);
+    }
+    write(line: string): boolean {
+      return this.inner.write(line);
+    }
+    flush(): Promise<void> {
+      return this.inner.flush();
+    }
+    close(): Promise<void> {
+      return this.inner.close();
+    }
+    stats(): AuditSinkStats {
+      return this.inner.stats();
+    }
+  }
+
+  test("a real worker thread: records reach the main thread's file sink in order; health changes reach the worker", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-thread-'));
+    let worker: Worker | null = null;
+    try {
+      const file = path.join(dir, 'audit.log');
+      const sink = new SwitchedSink(await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 2, maxQueuedRecords: 10_000, maxQueuedBytes: 1 << 24, retryMs: 20 }));
+      const auditor = new Auditor(sink, { mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off' });
+      const hub = new AuditHub(
+        auditor,
+        (msg) => worker?.postMessage(msg),
+        (_id, msg) => worker?.postMessage(msg),
+      );
+      worker = new Worker(new URL(import.meta.url), { workerData: { healthy: hub.sinkHealthy } });
+      const waiters: Array<(m: FromWorker) => boolean> = [];
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'audit') hub.accept(m);
+        const i = waiters.findIndex((w) => w(m));
+        if (i >= 0) waiters.splice(i, 1);
+      });
+      const next = <T extends FromWorker['type']>(type: T): Promise<Extract<FromWorker, { type: T }>> =>
+        new Promise((resolve) =>
+          waiters.push((m) => {
+            if (m.type !== type) return false;
+            resolve(m as Extract<FromWorker, { type: T }>);
+            return true;
+          }),
+        );
+      const send = (m: ToWorker): void => worker!.postMessage(m);
+      const probe = async (): Promise<boolean> => {
+        send({ type: 'probe' });
+        return (await next('probe')).canProceed;
+      };
+
+      assert.equal(await probe(), true, 'initial health passed in workerData');
+      // 500 leave in full batches of 64 (bounded in flight, acknowledged by the hub); 7 more on the flush timer.
+      send({ type: 'make', from: 0, count: 500 });
+      await next('made');
+      send({ type: 'make', from: 500, count: 7 });
+      await next('made');
+      const t0 = Date.now();
+      while (auditor.stats().written < 507 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(auditor.stats().written, 507);
+
+      // The sink turns unhealthy in the main thread: the worker hears it and refuses (fail-closed) …
+      sink.set(true);
+      assert.equal(await probe(), false, 'the broadcast arrived before the probe (one port, in order)');
+      // … and proceeds again once it heals.
+      sink.set(false);
+      assert.equal(await probe(), true);
+
+      send({ type: 'make', from: 507, count: 3 });
+      await next('made');
+      send({ type: 'stop' });
+      await next('stopped');
+      await new Promise((r) => worker!.once('exit', r));
+      await hub.close();
+      const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1);
+      const ns = lines.map((l) => (JSON.parse(l) as AuditRecord).unix_ms);
+      assert.deepEqual(ns, Array.from({ length: 510 }, (_, i) => i), 'every record, in order, one per line');
+      assert.equal((JSON.parse(lines[5]!) as AuditRecord).sql, 'SELECT 5 -- \n\u2028"');
+      assert.deepEqual(auditor.stats().dropped, 0);
+    } finally {
+      await worker?.terminate();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
