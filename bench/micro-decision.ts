@@ -60,7 +60,8 @@ const session: SessionContext = {
   proxy: { env: 'prod', instance: 'bench' },
   role: 'app_writer',
   database: 'app',
-  cacheKey: 'scram-sha-256\u0001orders-svc\u0001app_writer\u0001app\u0001127.0.0.1',
+  cacheKey: 'scram-sha-256\u0001orders-svc\u0001{}\u0001\u0001app_writer\u0001app\u0001127.0.0.1\u0001plain',
+  keyMemo: { bucket: -1, keys: [] },
 };
 
 interface Row {

@@ -14,6 +14,8 @@ export interface SessionContext {
   readonly database: string;
   /** Identity, role, database and client address in one string: the session's part of a decision-cache key. */
   readonly cacheKey: string;
+  /** Decision-cache keys of the current time bucket (built once per bucket; see policy-authorizer.ts). */
+  readonly keyMemo: { bucket: number; keys: string[] };
 }
 
 /** A prepared statement as rolegate saw it created, and the decision it holds. */

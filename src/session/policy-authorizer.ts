@@ -30,7 +30,9 @@ export class PolicyAuthorizer implements Authorizer {
   private readonly time: TimeSource;
   private readonly bucketMs: number;
   private readonly maxDecisions: number;
-  private readonly decisions = new Map<string, StatementDecision>();
+  private readonly decisions = new Map<StatementFacts, Map<string, StatementDecision>>();
+  /** Decisions held (all contexts of all statements), bounded by maxDecisions. */
+  private size = 0;
   readonly last: LastDecision = { parsed: null, decisions: [] };
   hits = 0;
   misses = 0;
@@ -117,8 +119,14 @@ export class PolicyAuthorizer implements Authorizer {
   }
 
   private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number, topLevel: boolean): StatementVerdict {
-    const key = `${session.cacheKey}\u0001${bucket}\u0001${inTransaction ? 't' : 'f'}${protocol === 'simple' ? 's' : 'e'}\u0001${facts.sql}`;
-    let decision = this.decisions.get(key);
+    // Two levels: the facts object (one per distinct SQL text while the facts
+    // cache holds it: no hashing of the text again), then the session's short
+    // context key. Facts that did not come from the cache (not frozen: caching
+    // off, or a huge text) are not cached here either.
+    const cacheable = this.maxDecisions > 0 && Object.isFrozen(facts);
+    const contextKey = cacheable ? decisionContextKey(session, bucket, inTransaction, protocol) : '';
+    let perContext = cacheable ? this.decisions.get(facts) : undefined;
+    let decision = perContext?.get(contextKey);
     if (decision === undefined) {
       this.misses++;
       const input: StatementInput = {
@@ -130,12 +138,14 @@ export class PolicyAuthorizer implements Authorizer {
         statement: { ...facts, protocol },
       };
       decision = this.engine.statement(input);
-      if (this.maxDecisions > 0) {
-        if (this.decisions.size >= this.maxDecisions) {
-          const oldest = this.decisions.keys().next();
-          if (oldest.done !== true) this.decisions.delete(oldest.value);
+      if (cacheable) {
+        if (this.size >= this.maxDecisions) this.evictOldest();
+        if (perContext === undefined) {
+          perContext = new Map();
+          this.decisions.set(facts, perContext);
         }
-        this.decisions.set(key, decision);
+        perContext.set(contextKey, decision);
+        this.size++;
       }
     } else {
       this.hits++;
@@ -145,9 +155,31 @@ export class PolicyAuthorizer implements Authorizer {
     return deny('42501', decision.rule, decision.reason);
   }
 
-  get decisionCacheSize(): number {
-    return this.decisions.size;
+  /** FIFO by statement: the statement cached longest ago goes with all its contexts. */
+  private evictOldest(): void {
+    const oldest = this.decisions.entries().next();
+    if (oldest.done === true) return;
+    this.size -= oldest.value[1].size;
+    this.decisions.delete(oldest.value[0]);
   }
+
+  get decisionCacheSize(): number {
+    return this.size;
+  }
+}
+
+/**
+ * The session's part of a decision key, with the time bucket, transaction
+ * state and protocol; the four variants are built once per bucket per session.
+ */
+function decisionContextKey(session: SessionContext, bucket: number, inTransaction: boolean, protocol: StatementProtocol): string {
+  const memo = session.keyMemo;
+  if (memo.bucket !== bucket) {
+    memo.bucket = bucket;
+    const base = `${session.cacheKey}\u0001${bucket}\u0001`;
+    memo.keys = [`${base}fs`, `${base}fe`, `${base}ts`, `${base}te`];
+  }
+  return memo.keys[(inTransaction ? 2 : 0) + (protocol === 'simple' ? 0 : 1)] as string;
 }
 
 function deny(sqlstate: string, rule: string, reason: string): StatementVerdict {

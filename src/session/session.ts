@@ -642,7 +642,10 @@ export class ClientSession {
       proxy: this.config.proxy,
       role,
       database: targetDb,
-      cacheKey: `${identity.method}\u0001${identity.name}\u0001${role}\u0001${targetDb}\u0001${input.client.addr}`,
+      // Everything of input a statement decision may depend on, except time and
+      // the statement (docs/policy.md: decisions must not depend on client.port).
+      cacheKey: [identity.method, identity.name, JSON.stringify(identity.claims), identity.cert?.fingerprint ?? '', role, targetDb, input.client.addr, input.client.tls ? 'tls' : 'plain'].join('\u0001'),
+      keyMemo: { bucket: -1, keys: [] },
     };
     const creds = Object.hasOwn(this.config.roles, role) ? this.config.roles[role] : undefined;
     if (creds === undefined) {
