@@ -26,6 +26,19 @@ export type FramerErrorCode = 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE';
 
 const EMPTY = Buffer.alloc(0);
 
+/** One shared 256-entry table per set of streamed types (every session has two framers). */
+const STREAMED_TABLES = new Map<string, Uint8Array>();
+function streamedTable(types: readonly number[]): Uint8Array {
+  const key = types.join(',');
+  let table = STREAMED_TABLES.get(key);
+  if (table === undefined) {
+    table = new Uint8Array(256);
+    for (const t of types) table[t] = 1;
+    STREAMED_TABLES.set(key, table);
+  }
+  return table;
+}
+
 export class Framer {
   // ---- the last reported event (read after next()) ----
   /** Message type (valid after Frame and Raw). */
@@ -59,8 +72,7 @@ export class Framer {
 
   constructor(maxMessageBytes: number, streamedTypes: readonly number[] = []) {
     this.maxMessageBytes = maxMessageBytes;
-    this.streamed = new Uint8Array(256);
-    for (const t of streamedTypes) this.streamed[t] = 1;
+    this.streamed = streamedTable(streamedTypes);
   }
 
   /** Bytes held back waiting for the rest of a message (bounded by maxMessageBytes). */

@@ -174,6 +174,8 @@ export function normaliseAddress(addr: string | undefined): string {
 }
 
 let sessionCounter = 0;
+/** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
+const NONCE_PREFIX = randomBytes(8).toString('hex');
 
 export class ClientSession {
   readonly id: string;
@@ -215,7 +217,7 @@ export class ClientSession {
   /** PREPARE'd statements and cursors of this session (what EXECUTE runs). */
   private readonly sqlState = new SessionSqlState();
   /** Portals bound through this session: portal → statement (and bound parameters when audited). */
-  private readonly portals = new Map<string, { statement: string; params: BoundParameter[] | null }>();
+  private portals: Map<string, { statement: string; params: BoundParameter[] | null }> | null = null;
   /** Pairs forwarded executions with the server's answers (outcome, rows, query time). */
   private readonly tracker: StatementTracker<Tracked>;
   /** µs the last decide() took (audit records carry it). */
@@ -231,7 +233,8 @@ export class ClientSession {
     this.config = host.config;
     this.client = client;
     this.id = `${process.pid.toString(36)}-${(++sessionCounter).toString(36)}`;
-    this.nonceBase = randomBytes(8).toString('hex');
+    // One SQL identifier token ([a-z0-9_], < 63 bytes): the server's error message quotes it whole.
+    this.nonceBase = `${NONCE_PREFIX}_${sessionCounter.toString(36)}`;
     this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
     this.upstreamFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
     this.tracker = new StatementTracker<Tracked>((r) => this.onExecutionDone(r));
@@ -869,9 +872,13 @@ export class ClientSession {
         rec.decision = authorizer.last.decisions[0] ?? rec.decision;
       }
     }
-    if (this.portals.size >= 1000 && !this.portals.has(b.portal)) this.portals.clear();
-    const params = this.host.audit.enabled && this.host.audit.parameters !== 'off' ? readBindParameters(buf, start, end) : null;
-    this.portals.set(b.portal, { statement: b.statement, params });
+    // Portals are only needed to name the statement in Execute's audit record.
+    if (this.host.audit.enabled) {
+      const portals = (this.portals ??= new Map());
+      if (portals.size >= 1000 && !portals.has(b.portal)) portals.clear();
+      const params = this.host.audit.parameters !== 'off' ? readBindParameters(buf, start, end) : null;
+      portals.set(b.portal, { statement: b.statement, params });
+    }
     this.extendRun(upstream, buf, start, end);
   }
 
@@ -883,7 +890,7 @@ export class ClientSession {
       return;
     }
     const e = fe.decodeExecute(buf, start, end);
-    const portal = e === null ? undefined : this.portals.get(e.portal);
+    const portal = e === null ? undefined : this.portals?.get(e.portal);
     const rec: PreparedRecord | undefined = portal === undefined ? undefined : this.sqlState.statements.get(portal.statement);
     const record = this.statementRecord('extended', portal?.statement ?? null, rec?.sql ?? '', rec?.facts ?? null, rec?.decision ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null);
     const audit = this.host.audit;
@@ -896,7 +903,7 @@ export class ClientSession {
   private onClose(buf: Buffer, start: number, end: number): void {
     const c = fe.decodeTarget(buf, start, end);
     if (c !== null && c.kind === 'S') this.sqlState.statements.delete(c.name);
-    if (c !== null && c.kind === 'P') this.portals.delete(c.name);
+    if (c !== null && c.kind === 'P') this.portals?.delete(c.name);
   }
 
   private bucket(): number {
@@ -1087,7 +1094,7 @@ export class ClientSession {
   private onReadyForQuery(): void {
     this.tracker.onReadyForQuery();
     // Portals end with their transaction; idle means none is left.
-    if (this.txStatus === TxStatus.Idle && this.portals.size > 0) this.portals.clear();
+    if (this.txStatus === TxStatus.Idle && this.portals !== null && this.portals.size > 0) this.portals.clear();
     const group = this.readyReceived++;
     // Denials whose group has ended without their error (an earlier error made
     // the server skip the injected statement) are dropped.

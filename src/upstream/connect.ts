@@ -229,7 +229,7 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
     }
 
     raw.on('error', onSocketError);
-    raw.on('connect', () => {
+    raw.once('connect', () => {
       if (target.tls.mode === 'disable') startup();
       else negotiateTls();
     });
