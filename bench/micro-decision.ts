@@ -74,7 +74,7 @@ interface Row {
   decision: string;
 }
 
-const warmAuthorizer = new PolicyAuthorizer({ engine, facts: new FactsCache(1000), time, bucketMs: 60_000, decisionCacheEntries: 1000 });
+const warmAuthorizer = new PolicyAuthorizer({ engine, facts: new FactsCache(1000), time, bucketMs: 60_000, decisionCacheEntries: 1000, keyByText: false });
 const cases = STATEMENTS.map(([name, sql]) => {
   const parsed = parseStatements(sql);
   if (!parsed.ok) throw new Error(`${name} does not parse: ${parsed.message}`);
@@ -99,7 +99,7 @@ const cases = STATEMENTS.map(([name, sql]) => {
     parse: () => void parseStatements(sql),
     evaluate: () => void engine.statement(input),
     // A fresh authorizer and caches each call: the full cold path.
-    miss: () => void new PolicyAuthorizer({ engine, facts: new FactsCache(10), time, bucketMs: 60_000, decisionCacheEntries: 10 }).statements(session, state, sql, 'extended', false),
+    miss: () => void new PolicyAuthorizer({ engine, facts: new FactsCache(10), time, bucketMs: 60_000, decisionCacheEntries: 10, keyByText: false }).statements(session, state, sql, 'extended', false),
   };
 });
 

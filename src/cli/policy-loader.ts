@@ -5,6 +5,7 @@
 // refused with opa's own message and the running one stays active.
 
 import { watch, type FSWatcher } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config, PolicyConfig } from '../config/config.ts';
@@ -29,7 +30,21 @@ export async function loadPolicyBundle(config: Config, log: Logger): Promise<Pol
   // Instantiate once here: a module that cannot load or take its data is refused
   // before any worker sees it.
   await PolicyEngine.create(artifact);
-  return artifact;
+  return { ...artifact, readsStatementText: await mentionsSql(policy.dir) };
+}
+
+/**
+ * Conservative: any word "sql" in a non-test .rego file (a reference to
+ * input.statement.sql in any spelling, or even a comment) keys decisions by
+ * the statement's exact text.
+ */
+async function mentionsSql(dir: string): Promise<boolean> {
+  const files = await readdir(dir, { recursive: true });
+  for (const file of files) {
+    if (!file.endsWith('.rego') || file.endsWith('_test.rego')) continue;
+    if (/\bsql\b/i.test(await readFile(path.join(dir, file), 'utf8'))) return true;
+  }
+  return false;
 }
 
 export interface ReloadOutcome {

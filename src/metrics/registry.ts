@@ -84,7 +84,8 @@ export class MetricsRegistry {
     this.reloads = new Counter({ ...promName('rolegate_policy_reloads_total'), labelNames: ['result'], registers });
     for (const result of RELOAD_RESULTS) this.reloads.inc({ result }, 0);
     this.restarts = new Counter({ ...promName('rolegate_worker_restarts_total'), labelNames: ['worker'], registers });
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    // 100 ms (default 10 ms): the event-loop-delay monitor's timer otherwise costs an idle proxy CPU.
+    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
   }
 
   // ------------------------------------------------------------ main scope

@@ -21,6 +21,12 @@ export interface PolicyAuthorizerOptions {
   time: TimeSource;
   bucketMs: number;
   decisionCacheEntries: number;
+  /**
+   * Key cached decisions by the statement text (the policy may read
+   * statement.sql); false: by the facts without the text, so `WHERE id = 1`
+   * and `WHERE id = 2` share a decision.
+   */
+  keyByText: boolean;
 }
 
 export class PolicyAuthorizer implements Authorizer {
@@ -30,7 +36,10 @@ export class PolicyAuthorizer implements Authorizer {
   private readonly time: TimeSource;
   private readonly bucketMs: number;
   private readonly maxDecisions: number;
-  private readonly decisions = new Map<StatementFacts, Map<string, StatementDecision>>();
+  private readonly decisions = new Map<StatementFacts | string, Map<string, StatementDecision>>();
+  private readonly keyByText: boolean;
+  /** Facts → canonical key without the text (computed once per facts object). */
+  private readonly factsKeys = new WeakMap<StatementFacts, string>();
   /** Decisions held (all contexts of all statements), bounded by maxDecisions. */
   private size = 0;
   readonly last: LastDecision = { parsed: null, decisions: [] };
@@ -57,6 +66,7 @@ export class PolicyAuthorizer implements Authorizer {
     this.time = options.time;
     this.bucketMs = options.bucketMs;
     this.maxDecisions = options.decisionCacheEntries;
+    this.keyByText = options.keyByText;
   }
 
   connect(input: ConnectInput): ConnectDecision {
@@ -123,9 +133,10 @@ export class PolicyAuthorizer implements Authorizer {
     // cache holds it: no hashing of the text again), then the session's short
     // context key. Facts that did not come from the cache (not frozen: caching
     // off, or a huge text) are not cached here either.
-    const cacheable = this.maxDecisions > 0 && Object.isFrozen(facts);
+    const cacheable = this.maxDecisions > 0 && (!this.keyByText || Object.isFrozen(facts));
     const contextKey = cacheable ? decisionContextKey(session, bucket, inTransaction, protocol) : '';
-    let perContext = cacheable ? this.decisions.get(facts) : undefined;
+    const statementKey = this.keyByText ? facts : this.factsKey(facts);
+    let perContext = cacheable ? this.decisions.get(statementKey) : undefined;
     let decision = perContext?.get(contextKey);
     if (decision === undefined) {
       this.misses++;
@@ -142,7 +153,7 @@ export class PolicyAuthorizer implements Authorizer {
         if (this.size >= this.maxDecisions) this.evictOldest();
         if (perContext === undefined) {
           perContext = new Map();
-          this.decisions.set(facts, perContext);
+          this.decisions.set(statementKey, perContext);
         }
         perContext.set(contextKey, decision);
         this.size++;
@@ -153,6 +164,16 @@ export class PolicyAuthorizer implements Authorizer {
     if (topLevel) this.last.decisions.push(decision);
     if (decision.allow) return ALLOW;
     return deny('42501', decision.rule, decision.reason);
+  }
+
+  /** Everything of the facts the policy can see, except the text: a canonical string. */
+  private factsKey(facts: StatementFacts): string {
+    let key = this.factsKeys.get(facts);
+    if (key === undefined) {
+      key = JSON.stringify([facts.command, facts.tables, facts.functions, facts.columns, facts.flags, facts.parameter]);
+      this.factsKeys.set(facts, key);
+    }
+    return key;
   }
 
   /** FIFO by statement: the statement cached longest ago goes with all its contexts. */

@@ -19,5 +19,5 @@ export async function createAuthorizer(config: Config, policy: PolicyBundle | nu
   const engine = await PolicyEngine.create(policy, {
     onError: (error, entrypoint) => log.warn({ code: error.code, entrypoint, err: error.message, revision: policy.revision }, 'policy evaluation failed'),
   });
-  return new PolicyAuthorizer({ engine, facts, time, bucketMs: config.time.bucketMs, decisionCacheEntries: config.limits.decisionCacheEntries });
+  return new PolicyAuthorizer({ engine, facts, time, bucketMs: config.time.bucketMs, decisionCacheEntries: config.limits.decisionCacheEntries, keyByText: policy.readsStatementText });
 }

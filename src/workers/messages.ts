@@ -10,6 +10,12 @@ export interface PolicyBundle {
   module: WebAssembly.Module;
   data: unknown;
   revision: string;
+  /**
+   * The policy's Rego mentions `sql` (it may read input.statement.sql): then a
+   * statement decision is cached by the exact text; otherwise by the facts
+   * alone, so statements that differ only in literals share one decision.
+   */
+  readsStatementText: boolean;
 }
 
 export interface WorkerData {
