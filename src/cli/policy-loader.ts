@@ -34,15 +34,19 @@ export async function loadPolicyBundle(config: Config, log: Logger): Promise<Pol
 }
 
 /**
- * Conservative: any word "sql" in a non-test .rego file (a reference to
- * input.statement.sql in any spelling, or even a comment) keys decisions by
- * the statement's exact text.
+ * Conservative: the word `sql` anywhere in a non-test .rego file outside
+ * whole-line comments (input.statement.sql, input.statement["sql"], a
+ * variable named sql…) keys decisions by the statement's exact text.
  */
-async function mentionsSql(dir: string): Promise<boolean> {
+export async function mentionsSql(dir: string): Promise<boolean> {
   const files = await readdir(dir, { recursive: true });
   for (const file of files) {
     if (!file.endsWith('.rego') || file.endsWith('_test.rego')) continue;
-    if (/\bsql\b/i.test(await readFile(path.join(dir, file), 'utf8'))) return true;
+    const code = (await readFile(path.join(dir, file), 'utf8'))
+      .split('\n')
+      .filter((line) => !line.trimStart().startsWith('#'))
+      .join('\n');
+    if (/\bsql\b/.test(code)) return true;
   }
   return false;
 }

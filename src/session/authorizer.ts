@@ -28,6 +28,27 @@ export interface PreparedRecord {
   /** Facts and the allowing decision, for the audit record of each Execute (null without a parser). */
   facts: StatementFacts | null;
   decision: StatementDecision | null;
+  /**
+   * Other texts the name may hold on the server: a later PREPARE/Parse of the
+   * same name either failed (duplicate) or replaced it (after a failed
+   * DEALLOCATE, a rolled-back PREPARE…), and rolegate cannot tell which. Every
+   * candidate is decided at EXECUTE/Bind. Bounded: beyond MAX_CANDIDATES the
+   * statement is refused.
+   */
+  others: string[];
+}
+
+export const MAX_CANDIDATES = 8;
+
+/** Record that `name` may now hold `sql` too (or create the record). */
+export function notePrepared(state: SessionSqlState, name: string, rec: PreparedRecord): void {
+  const existing = state.statements.get(name);
+  if (existing === undefined) {
+    if (state.statements.size < SessionSqlState.MAX_ENTRIES) state.statements.set(name, rec);
+    return;
+  }
+  if (existing.sql === rec.sql || existing.others.includes(rec.sql)) return;
+  existing.others.push(rec.sql);
 }
 
 /**
@@ -91,4 +112,8 @@ export interface Authorizer {
    * allowed PREPARE / DEALLOCATE / DECLARE / DISCARD.
    */
   statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict;
+  /** Re-decide a prepared statement (all its candidate texts) at Bind. */
+  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementVerdict;
+  /** false for the static mapping: statements are not restricted. */
+  readonly enforcesStatements: boolean;
 }

@@ -11,8 +11,8 @@ import type { ConnectDecision, ConnectInput, StatementDecision, StatementFacts, 
 import type { PolicyEngine } from '../policy/engine.ts';
 import type { FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
-import type { Authorizer, LastDecision, SessionContext, SessionSqlState, StatementDenial, StatementProtocol, StatementVerdict } from './authorizer.ts';
-import { ALLOW, SessionSqlState as State } from './authorizer.ts';
+import { SessionSqlState, type Authorizer, type LastDecision, type PreparedRecord, type SessionContext, type StatementDenial, type StatementProtocol, type StatementVerdict } from './authorizer.ts';
+import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
 export interface PolicyAuthorizerOptions {
@@ -31,6 +31,7 @@ export interface PolicyAuthorizerOptions {
 
 export class PolicyAuthorizer implements Authorizer {
   readonly revision: string;
+  readonly enforcesStatements = true;
   private readonly engine: PolicyEngine;
   private readonly facts: FactsCache;
   private readonly time: TimeSource;
@@ -97,6 +98,8 @@ export class PolicyAuthorizer implements Authorizer {
       if (parsed.cursorPosition !== null) verdict.position = parsed.cursorPosition + 1;
       return verdict;
     }
+    // PREPAREs earlier in this same text, for an EXECUTE later in it.
+    let preparedHere: Map<string, string> | null = null;
     for (const stmt of parsed.statements) {
       const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, depth === 0);
       if (!own.allow) return own;
@@ -104,23 +107,42 @@ export class PolicyAuthorizer implements Authorizer {
       // reload or a time window edge applies to it).
       const executed = stmt.meta.execute;
       if (executed !== null) {
-        const rec = state.statements.get(executed);
-        if (rec === undefined) return deny('42501', 'unknown-prepared-statement', `prepared statement "${executed}" was not prepared through rolegate in this session`);
         if (depth >= 2) return deny('42501', 'nested-execute', `prepared statement "${executed}" executes another prepared statement`);
-        const inner = this.decideParsed(session, state, this.facts.get(rec.sql), protocol, inTransaction, bucket, depth + 1);
+        const here = preparedHere?.get(executed);
+        const rec = state.statements.get(executed);
+        const texts = here !== undefined ? [here] : rec === undefined ? null : [rec.sql, ...rec.others];
+        if (texts === null) return deny('42501', 'unknown-prepared-statement', `prepared statement "${executed}" was not prepared through rolegate in this session`);
+        const inner = this.decideTexts(session, state, texts, protocol, inTransaction, bucket, depth + 1);
         if (!inner.allow) return inner;
       }
+      if (stmt.meta.prepare !== null) (preparedHere ??= new Map()).set(stmt.meta.prepare.name, stmt.meta.prepare.inner.sql);
     }
     return ALLOW;
+  }
+
+  /** Every text a prepared statement may hold must be allowed. */
+  private decideTexts(session: SessionContext, state: SessionSqlState, texts: readonly string[], protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number): StatementVerdict {
+    if (texts.length > MAX_CANDIDATES) return deny('42501', 'ambiguous-prepared-statement', 'the prepared statement was redefined too often for rolegate to know what it runs');
+    for (const text of texts) {
+      const verdict = this.decideParsed(session, state, this.facts.get(text), protocol, inTransaction, bucket, depth);
+      if (!verdict.allow) return verdict;
+    }
+    return ALLOW;
+  }
+
+  /** Decide a prepared statement's every candidate text (Bind after a reload or a time-bucket change). */
+  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementVerdict {
+    const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
+    this.last.parsed = null;
+    this.last.decisions.length = 0;
+    return this.decideTexts(session, state, [rec.sql, ...rec.others], 'extended', inTransaction, bucket, 1);
   }
 
   /** Session bookkeeping for statements of a text that was allowed as a whole. */
   private track(state: SessionSqlState, stmt: ParsedStatement, bucket: number): void {
     const meta = stmt.meta;
-    if (meta.prepare !== null && !state.statements.has(meta.prepare.name) && state.statements.size < State.MAX_ENTRIES) {
-      state.statements.set(meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket, facts: meta.prepare.inner, decision: null });
-    }
-    if (meta.declareCursor !== null && state.cursors.size < State.MAX_ENTRIES) state.cursors.set(meta.declareCursor.name, meta.declareCursor.inner);
+    if (meta.prepare !== null) notePrepared(state, meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket, facts: meta.prepare.inner, decision: null, others: [] });
+    if (meta.declareCursor !== null && state.cursors.size < SessionSqlState.MAX_ENTRIES) state.cursors.set(meta.declareCursor.name, meta.declareCursor.inner);
     if (meta.deallocate !== null) {
       if (meta.deallocate === '') state.statements.clear();
       else state.statements.delete(meta.deallocate);

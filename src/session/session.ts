@@ -33,7 +33,7 @@ import { readBindParameters, auditParameters, type BoundParameter } from '../aud
 import { commandCompleteRows, rfc3339, tableName, type AuditRecord } from '../audit/record.ts';
 import { StatementTracker, type TrackedExecution } from '../audit/statement-tracker.ts';
 import type { WorkerMetrics } from '../metrics/worker-counters.ts';
-import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
+import { notePrepared, SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 
 export interface SessionLog {
@@ -819,25 +819,28 @@ export class ClientSession {
     const verdict = this.decide(buf, p.textStart, p.textEnd, 'extended');
     const statements = this.sqlState.statements;
     if (verdict.allow) {
-      // A named statement that exists already is refused by the server
-      // (42P05) and keeps its old text: so its record stays as it is.
-      if (p.name === '' || !statements.has(p.name)) {
-        if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
-          this.flushRun(upstream);
-          this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name, null);
-          this.discardUntilSync = true;
-          return;
-        }
-        const authorizer = this.host.authorizer();
-        const last = authorizer.last;
-        statements.set(p.name, {
-          sql: buf.toString('utf8', p.textStart, p.textEnd),
-          authorizer,
-          bucket: this.bucket(),
-          facts: last.parsed?.[0]?.facts ?? null,
-          decision: last.decisions[0] ?? null,
-        });
+      if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
+        this.flushRun(upstream);
+        this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name, null);
+        this.discardUntilSync = true;
+        return;
       }
+      const authorizer = this.host.authorizer();
+      const last = authorizer.last;
+      const rec: PreparedRecord = {
+        sql: buf.toString('utf8', p.textStart, p.textEnd),
+        authorizer,
+        bucket: this.bucket(),
+        facts: last.parsed?.[0]?.facts ?? null,
+        decision: last.decisions[0] ?? null,
+        others: [],
+      };
+      // Parse of the unnamed statement replaces it. A named one that exists is
+      // refused by the server (42P05) and keeps its text — unless the server
+      // no longer has it (a DEALLOCATE that failed in an aborted transaction):
+      // rolegate cannot tell, so the name may hold either text from now on.
+      if (p.name === '') statements.set('', rec);
+      else notePrepared(this.sqlState, p.name, rec);
       this.extendRun(upstream, buf, start, end);
       return;
     }
@@ -853,13 +856,27 @@ export class ClientSession {
     const b = fe.decodeBind(buf, start, end);
     if (b === null) return this.fatal('RG_PROTOCOL_VIOLATION', 'malformed Bind message');
     const rec = this.sqlState.statements.get(b.statement);
+    if (rec === undefined && this.host.authorizer().enforcesStatements) {
+      // Nothing rolegate allowed has this name: whatever the server holds under
+      // it (if anything) was never decided. Refused like an unknown EXECUTE.
+      this.flushRun(upstream);
+      this.injectDenial(
+        upstream,
+        { allow: false, sqlstate: '42501', message: `permission denied by rolegate rule "unknown-prepared-statement": prepared statement "${b.statement}" was not prepared through rolegate in this session`, rule: 'unknown-prepared-statement', reason: `prepared statement "${b.statement}" was not prepared through rolegate in this session` },
+        'extended',
+        `rolegate_denied_${this.nonceBase}`,
+        null,
+      );
+      this.discardUntilSync = true;
+      return;
+    }
     if (rec !== undefined) {
       const authorizer = this.host.authorizer();
       const bucket = this.bucket();
-      if (rec.authorizer !== authorizer || rec.bucket !== bucket) {
+      if (rec.authorizer !== authorizer || rec.bucket !== bucket || rec.others.length > 0) {
         const context = this.context;
         const verdict: StatementVerdict =
-          context === null ? { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' } : authorizer.statements(context, this.sqlState, rec.sql, 'extended', this.txStatus !== TxStatus.Idle);
+          context === null ? { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' } : authorizer.preparedStatement(context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
         if (!verdict.allow) {
           this.flushRun(upstream);
           // The statement stays prepared upstream; this execution fails like a failed Parse would.

@@ -7,6 +7,7 @@ import { ALLOW, type Authorizer, type LastDecision, type StatementVerdict } from
 
 export class StaticAuthorizer implements Authorizer {
   readonly revision = 'static';
+  readonly enforcesStatements = false;
   readonly last: LastDecision = { parsed: null, decisions: [] };
   readonly parseCacheHits = 0;
   readonly parseCacheMisses = 0;
@@ -35,6 +36,10 @@ export class StaticAuthorizer implements Authorizer {
   }
 
   statements(): StatementVerdict {
+    return ALLOW;
+  }
+
+  preparedStatement(): StatementVerdict {
     return ALLOW;
   }
 }

@@ -127,3 +127,22 @@ describe('PolicyAuthorizer caches', () => {
     }
   });
 });
+
+describe('which key a policy gets', () => {
+  test('the shipped policy never reads statement.sql: decisions keyed by facts', async () => {
+    const { mentionsSql } = await import('../../src/cli/policy-loader.ts');
+    assert.equal(await mentionsSql(SHIPPED_POLICY_DIR), false);
+  });
+
+  test('a policy mentioning sql outside comments is keyed by text', async () => {
+    const { mkdtempSync, writeFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const path = await import('node:path');
+    const { mentionsSql } = await import('../../src/cli/policy-loader.ts');
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-sql-'));
+    writeFileSync(path.join(dir, 'a.rego'), 'package rolegate\n# the SQL text is ignored here, sql too\nx := 1\n');
+    assert.equal(await mentionsSql(dir), false);
+    writeFileSync(path.join(dir, 'b.rego'), 'package rolegate\ndeny if contains(input.statement["sql"], "pg_sleep")\n');
+    assert.equal(await mentionsSql(dir), true);
+  });
+});
