@@ -6,7 +6,8 @@
 #   a class (read, session, write, ddl, dcl, code, maintenance, or copy);
 #   data.catalog.kinds lists the classes each kind may run.
 #   A read-class command that writes anywhere in its tree (a data-modifying
-#   CTE, EXPLAIN ANALYZE or PREPARE of a DELETE, FOR UPDATE) is a write;
+#   CTE, EXPLAIN ANALYZE or PREPARE of a DELETE, FOR UPDATE, a call of one of
+#   data.catalog.write_functions such as setval) is a write;
 #   SELECT INTO is DDL. COPY is a read only when every table it touches is
 #   read (COPY … TO STDOUT); otherwise it is a write.
 # schemas:
@@ -33,6 +34,13 @@ writes_in_tree if writes_table
 writes_in_tree if input.statement.flags.data_modifying_cte == true
 
 writes_in_tree if input.statement.flags.locking == true
+
+# A call of a function that changes state (nextval, setval, pg_notify, …):
+# `SELECT setval('s', 1)` is a write in SELECT's clothing.
+writes_in_tree if {
+	some f in input.statement.functions
+	data.catalog.write_functions[f.name]
+}
 
 copy_reads_only if {
 	count(input.statement.tables) > 0

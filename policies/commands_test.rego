@@ -70,6 +70,17 @@ test_writes_below_a_read_make_it_a_write if {
 	outcome(f.statement("app_reader", "SELECT", {"statement": {"flags": {"locking": true}}})) == {"read-only-role"}
 }
 
+test_calls_of_write_functions_make_it_a_write if {
+	every name in ["nextval", "setval", "pg_notify"] {
+		class(f.statement("app_reader", "SELECT", f.calls(name))) == "write"
+		outcome(f.statement("app_reader", "SELECT", f.calls(name))) == {"read-only-role"}
+		outcome(f.statement("app_writer", "SELECT", f.calls(name))) == {"allow-write"}
+	}
+	doc := f.statement("app_reader", "SELECT", {"statement": {"functions": [{"schema": "pg_catalog", "name": "setval"}]}})
+	outcome(doc) == {"read-only-role"}
+	class(f.statement("app_reader", "SELECT", f.calls("currval"))) == "read"
+}
+
 test_select_into_is_ddl if {
 	class(f.statement("app_writer", "SELECT", {"statement": {"flags": {"into": true}}})) == "ddl"
 	outcome(f.statement("app_writer", "SELECT", {"statement": {"flags": {"into": true}}})) == {"no-ddl-outside-admin"}

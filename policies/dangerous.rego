@@ -5,7 +5,8 @@
 #   database (server files, programs, outbound connections), hide SQL from
 #   rolegate's parser, or undo the role and parser settings rolegate pinned:
 #     denied-function      data.catalog.denied_functions / denied_function_prefixes
-#     dynamic-set-config   set_config() whose parameter is not a literal
+#     dynamic-set-config   set_config() whose parameter is not a literal (or
+#                          several calls naming different parameters)
 #     copy-program         COPY … PROGRAM
 #     copy-server-file     COPY to or from a file on the database server
 #     role-switch          SET ROLE, SET SESSION AUTHORIZATION, DISCARD ALL,
@@ -44,7 +45,7 @@ denials contains {
 denials contains {
 	"priority": 21,
 	"rule": "dynamic-set-config",
-	"reason": "set_config() with a parameter name that is not a literal: rolegate cannot tell what it changes",
+	"reason": "set_config() with a parameter name that is not a literal, or several set_config() calls naming different parameters: rolegate cannot tell what it changes",
 } if {
 	input.statement.parameter == null
 	some f in input.statement.functions

@@ -15,7 +15,9 @@ test_file_and_network_functions_are_denied_for_every_role if {
 			"pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "pg_ls_waldir",
 			"lo_import", "lo_export", "lo_get", "loread", "lowrite",
 			"dblink", "dblink_exec", "dblink_connect", "pg_file_write",
-			"query_to_xml", "ts_stat",
+			"query_to_xml", "ts_stat", "ts_rewrite",
+			"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+			"schema_to_xml", "schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
 		] {
 			rules(f.statement(role, "SELECT", f.calls(name))) == {"denied-function"}
 		}
@@ -28,7 +30,7 @@ test_schema_qualified_functions_are_denied_too if {
 }
 
 test_ordinary_functions_pass if {
-	every name in ["now", "count", "lower", "current_setting", "pg_sleep", "jsonb_build_object"] {
+	every name in ["now", "count", "lower", "current_setting", "pg_sleep", "jsonb_build_object", "currval", "cursor_to_xml", "xpath"] {
 		rules(f.statement("app_reader", "SELECT", f.calls(name))) == set()
 	}
 }
@@ -99,6 +101,7 @@ test_writing_pg_settings_is_denied if {
 
 test_admin_functions_need_an_admin_kind if {
 	rules(f.statement("app_writer", "SELECT", f.calls("pg_terminate_backend"))) == {"admin-function"}
+	rules(f.statement("app_reader", "SELECT", f.calls("pg_logical_emit_message"))) == {"admin-function"}
 	rules(f.statement("app_reader", "SELECT", f.calls("pg_reload_conf"))) == {"admin-function"}
 	rules(f.statement("app_admin", "SELECT", f.calls("pg_terminate_backend"))) == set()
 }

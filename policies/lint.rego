@@ -168,7 +168,7 @@ errors contains sprintf("catalog.previous_day[%q] must be the day before it (mai
 }
 
 errors contains sprintf("catalog.%s[%q] must be a reason (string)", [table, key]) if {
-	some table in ["denied_functions", "denied_function_prefixes", "admin_functions"]
+	some table in ["denied_functions", "denied_function_prefixes", "admin_functions", "write_functions"]
 	some key, reason in data.catalog[table]
 	not non_empty_string(reason)
 }

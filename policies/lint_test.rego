@@ -96,6 +96,7 @@ test_malformed_catalog if {
 		"denied_functions": {"pg_read_file": 1},
 		"denied_function_prefixes": {},
 		"admin_functions": {},
+		"write_functions": {"nextval": ""},
 		"previous_day": {"monday": "sunday", "tuesday": "monday", "wednesday": "tuesday", "thursday": "wednesday", "friday": "thursday", "saturday": "friday"},
 	}
 	errors := lint.errors with data.catalog as catalog with data.roles as {} with data.services as {}
@@ -105,6 +106,7 @@ test_malformed_catalog if {
 		`catalog.classes["read"] needs writes (boolean), deny_rule and label (strings)`,
 		`catalog.forbidden_commands["LOAD"] needs a rule and a reason (strings)`,
 		`catalog.denied_functions["pg_read_file"] must be a reason (string)`,
+		`catalog.write_functions["nextval"] must be a reason (string)`,
 		`catalog.previous_day["sunday"] must be the day before it (maintenance windows across midnight need it)`,
 	}
 }

@@ -521,7 +521,11 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
       fixedMs = null;
     }
   }
-  const time = { zone, bucketMs: t.int('bucket_ms', 60_000, 1000, 3_600_000), fixedMs };
+  const bucketMs = t.int('bucket_ms', 60_000, 1000, 60_000);
+  // Buckets must start on every minute edge (in every zone: offsets are whole
+  // minutes), or a cached decision could outlive a time-window edge inside it.
+  if (60_000 % bucketMs !== 0) problems.add(t.key('bucket_ms'), `must divide 60000 (e.g. 1000, 5000, 15000, 30000, 60000), got ${bucketMs}`);
+  const time = { zone, bucketMs, fixedMs };
   t.finish();
 
   const px = top.child('proxy');

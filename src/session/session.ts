@@ -125,8 +125,6 @@ type State = 'proxy-header' | 'startup' | 'tls-handshake' | 'sasl-initial' | 'sa
 
 /** A denial whose injected failing statement is on its way upstream. */
 interface PendingDenial {
-  /** Index of the ReadyForQuery that ends the group the denial belongs to. */
-  group: number;
   nonce: string;
   response: Buffer;
 }
@@ -1032,16 +1030,17 @@ export class ClientSession {
       position: verdict.position,
     });
     if (protocol === 'simple') {
-      this.denials.push({ group: this.syncsSent, nonce, response });
+      this.denials.push({ nonce, response });
       this.syncsSent++;
       upstream.write(simpleQuery(nonce));
     } else {
       // Same statement name: a denied Parse of the unnamed statement drops the
       // previous unnamed statement, exactly as a failed Parse does in the server.
-      this.denials.push({ group: this.syncsSent, nonce, response });
+      this.denials.push({ nonce, response });
       upstream.write(parseMessage(statementName, nonce));
     }
-    if (this.denials.length > 1024) this.denials.shift();
+    // Skipped injections (an earlier error in the pipeline) leave entries behind: bounded.
+    if (this.denials.length > 64) this.denials.shift();
     this.host.log.info({ session: this.id, rule: verdict.rule, reason: verdict.reason, protocol }, 'statement denied');
   }
 
@@ -1112,20 +1111,23 @@ export class ClientSession {
     this.tracker.onReadyForQuery();
     // Portals end with their transaction; idle means none is left.
     if (this.txStatus === TxStatus.Idle && this.portals !== null && this.portals.size > 0) this.portals.clear();
-    const group = this.readyReceived++;
-    // Denials whose group has ended without their error (an earlier error made
-    // the server skip the injected statement) are dropped.
-    while (this.denials.length > 0 && (this.denials[0] as PendingDenial).group <= group) this.denials.shift();
+    this.readyReceived++;
   }
 
   private onUpstreamError(client: net.Socket, buf: Buffer, start: number, end: number): void {
     const fields = be.decodeErrorFields(buf.subarray(start + 5, end));
     if (fields.get('V') === 'FATAL' || fields.get('S') === 'FATAL') this.upstreamSentFatal = true;
-    const head = this.denials[0];
-    if (head !== undefined && head.group === this.readyReceived && (fields.get('M') ?? '').includes(head.nonce)) {
-      this.denials.shift();
+    // Matched by nonce alone, not by counting ReadyForQuery: a Query sent inside
+    // a failed pipeline gets none, so counts can drift; a nonce cannot.
+    const message = fields.get('M') ?? '';
+    const denials = this.denials;
+    for (let i = 0; i < denials.length; i++) {
+      const denial = denials[i] as PendingDenial;
+      if (!message.includes(denial.nonce)) continue;
+      // Earlier denials whose injected statement the server skipped are done too.
+      denials.splice(0, i + 1);
       this.flushRun(client);
-      client.write(head.response);
+      client.write(denial.response);
       return;
     }
     this.tracker.onError(fields.get('C') ?? 'XX000');

@@ -78,6 +78,12 @@ interface Walk {
   columns: Map<string, ColumnFact>;
   flags: StatementFlags;
   parameter: string | null;
+  /**
+   * set_config() met with a name that is not a literal, or with another name than
+   * `parameter`: the statement changes more than `parameter` says, so `parameter`
+   * is reported as null (the policy then judges set_config by its name).
+   */
+  parameterConflict: boolean;
   /** CTE names visible here, innermost last. */
   ctes: string[];
   scope: Scope | null;
@@ -477,11 +483,19 @@ function onFuncCall(w: Walk, fc: Obj): void {
     if (name !== undefined) {
       addFunction(w, schema, name);
       // set_config('role', ...) is SET in function form. A non-literal name leaves
-      // `parameter` null: the policy must judge set_config by its name then.
-      if (name === 'set_config' && (schema === null || schema === 'pg_catalog') && w.parameter === null) {
+      // `parameter` null: the policy must judge set_config by its name then. So does
+      // a second set_config() naming another parameter: `parameter` holds one name,
+      // and `set_config('application_name', …), set_config('role', …)` must not
+      // pass as a change of application_name only.
+      if (name === 'set_config' && (schema === null || schema === 'pg_catalog')) {
         const args = fc['args'];
         const param = Array.isArray(args) ? constString(args[0]) : undefined;
-        if (param !== undefined) w.parameter = parameterName(param);
+        if (param === undefined) w.parameterConflict = true;
+        else {
+          const folded = parameterName(param);
+          if (w.parameter === null) w.parameter = folded;
+          else if (w.parameter !== folded) w.parameterConflict = true;
+        }
       }
     }
   }
@@ -670,6 +684,7 @@ function newWalk(): Walk {
     columns: new Map(),
     flags: { data_modifying_cte: false, into: false, locking: false, copy_program: false, copy_file: false },
     parameter: null,
+    parameterConflict: false,
     ctes: [],
     scope: null,
     writeSchema: null,
@@ -701,7 +716,7 @@ export function statementFacts(stmt: Obj, sql: string): StatementWalk {
     functions: [...w.functions.values()],
     columns: [...w.columns.values()],
     flags: w.flags,
-    parameter: w.parameter,
+    parameter: w.parameterConflict ? null : w.parameter,
   };
   return { facts, execute: w.execute };
 }

@@ -496,6 +496,34 @@ describe('procedural and dangerous functions', () => {
     assert.deepEqual(functions(f), ['set_config']);
   });
 
+  // Regression (issue 5): `parameter` holds one name, so a harmless first
+  // set_config() used to hide a second one that changed role or client_encoding.
+  test('several set_config calls naming different parameters leave parameter null', () => {
+    assert.equal(facts("SELECT set_config('application_name', 'x', false), set_config('role', 'postgres', false)").parameter, null);
+    assert.equal(facts("SELECT set_config('application_name', 'x', false), (SELECT set_config('client_encoding', 'SJIS', true))").parameter, null);
+    assert.equal(facts("WITH a AS (SELECT set_config('search_path', 'x', true)) SELECT set_config('standard_conforming_strings', 'off', true) FROM a").parameter, null);
+    // A computed name anywhere, before or after a literal one.
+    assert.equal(facts("SELECT set_config(v.n, 'x', false), set_config('application_name', 'y', false) FROM (VALUES ('role')) v(n)").parameter, null);
+    assert.equal(facts("SELECT set_config('application_name', 'y', false), set_config(v.n, 'x', false) FROM (VALUES ('role')) v(n)").parameter, null);
+    // The same parameter twice is still that parameter.
+    assert.equal(facts("SELECT set_config('search_path', 'a', true), set_config('SEARCH_PATH', 'b', true)").parameter, 'search_path');
+    assert.deepEqual(functions(facts("SELECT set_config('application_name', 'x', false), set_config('role', 'postgres', false)")), ['set_config']);
+  });
+
+  test('set_config names written as escapes, casts and continuations are decoded', () => {
+    assert.equal(facts("SELECT set_config(E'r\\x6fle', 'postgres', false)").parameter, 'role');
+    assert.equal(facts("SELECT set_config(U&'\\0072ole', 'postgres', false)").parameter, 'role');
+    assert.equal(facts("SELECT set_config(U&'!0072ole' UESCAPE '!', 'postgres', false)").parameter, 'role');
+    assert.equal(facts("SELECT set_config('ro'\n'le', 'postgres', false)").parameter, 'role');
+    assert.equal(facts("SELECT set_config(text 'role', 'postgres', false)").parameter, 'role');
+    assert.equal(facts("SELECT set_config($$client_encoding$$, 'SJIS', false)").parameter, 'client_encoding');
+    assert.equal(facts("SELECT \"pg_catalog\".\"set_config\"('Client_Encoding', 'SJIS', false)").parameter, 'client_encoding');
+    // Not a literal: the policy judges set_config by its name.
+    assert.equal(facts("SELECT set_config('ro' || 'le', 'postgres', false)").parameter, null);
+    assert.equal(facts("SELECT set_config('role' COLLATE \"C\", 'postgres', false)").parameter, null);
+    assert.equal(facts("SELECT set_config(setting_name => 'role', new_value => 'postgres', is_local => false)").parameter, null);
+  });
+
   test('pg_read_file, lo_import and dblink are reported as functions', () => {
     assert.deepEqual(functions(facts("SELECT pg_read_file('/etc/passwd')")), ['pg_read_file']);
     assert.deepEqual(functions(facts("SELECT lo_import('/etc/passwd')")), ['lo_import']);
