@@ -140,9 +140,16 @@ export function tableName(table: { schema: string | null; name: string }): strin
   return table.schema === null ? table.name : `${table.schema}.${table.name}`;
 }
 
-/** RFC 3339 (UTC, ms) of a unix-ms instant. */
+let lastMs = Number.NaN;
+let lastText = '';
+
+/** RFC 3339 (UTC, ms) of a unix-ms instant; records of one millisecond share the string. */
 export function rfc3339(unixMs: number): string {
-  return new Date(unixMs).toISOString();
+  if (unixMs !== lastMs) {
+    lastMs = unixMs;
+    lastText = new Date(unixMs).toISOString();
+  }
+  return lastText;
 }
 
 // ---------------------------------------------------------- CommandComplete

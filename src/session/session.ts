@@ -172,6 +172,7 @@ export function normaliseAddress(addr: string | undefined): string {
 }
 
 let sessionCounter = 0;
+const NO_TABLES: string[] = [];
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 const NONCE_PREFIX = randomBytes(8).toString('hex');
 
@@ -220,6 +221,9 @@ export class ClientSession {
   private readonly tracker: StatementTracker<Tracked>;
   /** µs the last decide() took (audit records carry it). */
   private lastDecisionUs = 0;
+  /** Shared by this session's audit records (serialised, never mutated). */
+  private auditIdentity: { name: string; method: string } | null = null;
+  private auditClient: { addr: string; port: number } | null = null;
 
   // Forward-run bookkeeping (one run per direction at a time; see flushRun()).
   private runBuf: Buffer | null = null;
@@ -983,8 +987,8 @@ export class ClientSession {
       unix_ms: now,
       session: this.id,
       worker: this.host.workerId,
-      identity: { name: identity.name, method: identity.method },
-      client: { addr: this.clientAddr, port: this.clientPort },
+      identity: this.auditIdentity?.name === identity.name ? this.auditIdentity : (this.auditIdentity = { name: identity.name, method: identity.method }),
+      client: (this.auditClient ??= { addr: this.clientAddr, port: this.clientPort }),
       database,
       role,
       decision,
@@ -1003,7 +1007,7 @@ export class ClientSession {
     if (statementName !== null) record.statement_name = statementName;
     record.sql = sql;
     record.command = facts?.command ?? null;
-    record.tables = facts === null ? [] : facts.tables.map(tableName);
+    record.tables = facts === null || facts.tables.length === 0 ? NO_TABLES : facts.tables.map(tableName);
     return record;
   }
 
