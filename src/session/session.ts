@@ -18,7 +18,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Config } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
-import type { ConnectInput, IdentityInput, StatementDecision, StatementFacts } from '../policy/contract.ts';
+import type { ConnectInput, IdentityInput, StatementFacts } from '../policy/contract.ts';
 import type { CertIdentitySource } from '../config/config.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
@@ -803,14 +803,14 @@ export class ClientSession {
       return;
     }
     if (parsed === null || parsed.length === 0) {
-      this.tracker.expect(this.statementRecord('simple', null, buf.toString('utf8', textStart, textEnd), null, null, 'allow', null, null), group);
+      this.tracker.expect(this.statementRecord('simple', null, buf.toString('utf8', textStart, textEnd), null, 'allow', null, null), group);
       return;
     }
     for (let i = 0; i < parsed.length; i++) {
       const stmt = parsed[i];
       if (stmt === undefined) continue;
       const d = last.decisions[i] ?? null;
-      this.tracker.expect(this.statementRecord('simple', null, stmt.facts.sql, stmt.facts, null, 'allow', d?.rule ?? null, d?.reason ?? null), group);
+      this.tracker.expect(this.statementRecord('simple', null, stmt.facts.sql, stmt.facts, 'allow', d?.rule ?? null, d?.reason ?? null), group);
     }
   }
 
@@ -911,7 +911,7 @@ export class ClientSession {
     const e = fe.decodeExecute(buf, start, end);
     const portal = e === null ? undefined : this.portals?.get(e.portal);
     const rec: PreparedRecord | undefined = portal === undefined ? undefined : this.sqlState.statements.get(portal.statement);
-    const record = this.statementRecord('extended', portal?.statement ?? null, rec?.sql ?? '', rec?.facts ?? null, rec?.decision ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null);
+    const record = this.statementRecord('extended', portal?.statement ?? null, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null);
     const audit = this.host.audit;
     const parameters = auditParameters(portal?.params ?? null, audit.parameters, audit.maxParameterBytes);
     if (parameters !== undefined) record.parameters = parameters;
@@ -999,7 +999,7 @@ export class ClientSession {
     };
   }
 
-  private statementRecord(protocol: 'simple' | 'extended', statementName: string | null, sql: string, facts: StatementFacts | null, _decision: StatementDecision | null, decision: 'allow' | 'deny', rule: string | null, reason: string | null): AuditRecord {
+  private statementRecord(protocol: 'simple' | 'extended', statementName: string | null, sql: string, facts: StatementFacts | null, decision: 'allow' | 'deny', rule: string | null, reason: string | null): AuditRecord {
     const ctx = this.context;
     const identity: IdentityInput = ctx?.identity ?? { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
     const record = this.auditRecord('statement', decision, rule, reason, this.lastDecisionUs, identity, ctx?.role ?? null, ctx?.database ?? '');
@@ -1020,7 +1020,7 @@ export class ClientSession {
     if (this.host.audit.enabled) {
       const parsed = this.host.authorizer().last.parsed;
       const denied = parsed?.[this.host.authorizer().last.decisions.length - 1]?.facts ?? null;
-      const record = this.statementRecord(protocol, protocol === 'extended' ? statementName : null, sql ?? '', denied, null, 'deny', verdict.rule, verdict.reason);
+      const record = this.statementRecord(protocol, protocol === 'extended' ? statementName : null, sql ?? '', denied, 'deny', verdict.rule, verdict.reason);
       if (sql === null) record.command = verdict.rule === 'function-call-message' ? 'FUNCTION CALL' : null;
       record.outcome = 'not-run';
       this.host.audit.record(record);
@@ -1262,11 +1262,6 @@ export class ClientSession {
     // A peer that never reads must not hold the socket forever.
     setTimeout(() => this.client.destroy(), 5000).unref();
     this.host.unregister(this);
-  }
-
-  /** Idle between transactions with nothing outstanding (drain may close it). */
-  get idle(): boolean {
-    return this.state === 'relay' && this.txStatus === TxStatus.Idle && this.syncsSent === this.readyReceived;
   }
 }
 
