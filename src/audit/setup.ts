@@ -4,7 +4,7 @@
 
 import { AuditHub } from './main-side.ts';
 import { Auditor, type AuditMode } from './auditor.ts';
-import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind } from './sinks.ts';
+import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind, type FileSinkOptions, type HttpSinkOptions, type StdoutSinkOptions } from './sinks.ts';
 import type { ParameterMode } from './record.ts';
 import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditHealth } from './worker-side.ts';
 
@@ -15,20 +15,10 @@ export interface AuditConfig {
   parameters: ParameterMode;
   maxParameterBytes: number;
   worker: { bufferRecords: number; bufferBytes: number; batchRecords: number; flushIntervalMs: number };
-  stdout: { maxQueuedRecords: number; maxQueuedBytes: number };
-  file: { path: string; maxBytes: number; keep: number; maxQueuedRecords: number; maxQueuedBytes: number; retryMs: number } | null;
-  http: {
-    url: string;
-    headers: Readonly<Record<string, string>>;
-    batchMaxRecords: number;
-    batchMaxBytes: number;
-    flushIntervalMs: number;
-    timeoutMs: number;
-    maxQueuedRecords: number;
-    maxQueuedBytes: number;
-    retryInitialMs: number;
-    retryMaxMs: number;
-  } | null;
+  // The sinks' own option types, less what only code (not config) sets.
+  stdout: Omit<StdoutSinkOptions, 'stream'>;
+  file: Omit<FileSinkOptions, 'mode'> | null;
+  http: (Omit<HttpSinkOptions, 'headers' | 'closeTimeoutMs' | 'random'> & { headers: Readonly<Record<string, string>> }) | null;
 }
 
 /** Open the configured sink (the file is opened now: a bad path fails start-up with RG_AUDIT_SINK). */

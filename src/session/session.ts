@@ -172,6 +172,7 @@ export function normaliseAddress(addr: string | undefined): string {
 }
 
 let sessionCounter = 0;
+const NO_CONTEXT: StatementDenial = Object.freeze({ allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' });
 const NO_TABLES: string[] = [];
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 const NONCE_PREFIX = randomBytes(8).toString('hex');
@@ -221,6 +222,8 @@ export class ClientSession {
   private readonly tracker: StatementTracker<Tracked>;
   /** µs the last decide() took (audit records carry it). */
   private lastDecisionUs = 0;
+  /** The text the last decide() decoded. */
+  private lastSql = '';
   /** Shared by this session's audit records (serialised, never mutated). */
   private auditIdentity: { name: string; method: string } | null = null;
   private auditClient: { addr: string; port: number } | null = null;
@@ -783,17 +786,17 @@ export class ClientSession {
     this.sqlState.statements.delete('');
     const verdict = this.decide(buf, q.textStart, q.textEnd, 'simple');
     if (verdict.allow) {
-      this.expectSimpleQuery(buf, q.textStart, q.textEnd);
+      this.expectSimpleQuery();
       this.syncsSent++;
       this.extendRun(upstream, buf, start, end);
       return;
     }
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'simple', '', buf.toString('utf8', q.textStart, q.textEnd));
+    this.injectDenial(upstream, verdict, 'simple', '', this.lastSql);
   }
 
   /** An allowed Query: one tracked execution per statement (audit records, or just latency). */
-  private expectSimpleQuery(buf: Buffer, textStart: number, textEnd: number): void {
+  private expectSimpleQuery(): void {
     const last = this.host.authorizer().last;
     const parsed = last.parsed;
     const group = this.syncsSent;
@@ -803,7 +806,7 @@ export class ClientSession {
       return;
     }
     if (parsed === null || parsed.length === 0) {
-      this.tracker.expect(this.statementRecord('simple', null, buf.toString('utf8', textStart, textEnd), null, 'allow', null, null), group);
+      this.tracker.expect(this.statementRecord('simple', null, this.lastSql, null, 'allow', null, null), group);
       return;
     }
     for (let i = 0; i < parsed.length; i++) {
@@ -830,7 +833,7 @@ export class ClientSession {
       const authorizer = this.host.authorizer();
       const last = authorizer.last;
       const rec: PreparedRecord = {
-        sql: buf.toString('utf8', p.textStart, p.textEnd),
+        sql: this.lastSql,
         authorizer,
         bucket: this.bucket(),
         facts: last.parsed?.[0]?.facts ?? null,
@@ -849,7 +852,7 @@ export class ClientSession {
     // A failed Parse of the unnamed statement drops the old one in the server too.
     if (p.name === '') statements.delete('');
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'extended', p.name, buf.toString('utf8', p.textStart, p.textEnd));
+    this.injectDenial(upstream, verdict, 'extended', p.name, this.lastSql);
     this.discardUntilSync = true;
   }
 
@@ -878,7 +881,7 @@ export class ClientSession {
       if (rec.authorizer !== authorizer || rec.bucket !== bucket || rec.others.length > 0) {
         const context = this.context;
         const verdict: StatementVerdict =
-          context === null ? { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' } : authorizer.preparedStatement(context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
+          context === null ? NO_CONTEXT : authorizer.preparedStatement(context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
         if (!verdict.allow) {
           this.flushRun(upstream);
           // The statement stays prepared upstream; this execution fails like a failed Parse would.
@@ -941,18 +944,20 @@ export class ClientSession {
     );
   }
 
+  /** Decide a Query's or Parse's text; the decoded text is left in lastSql for the caller (decoded once). */
   private decide(buf: Buffer, textStart: number, textEnd: number, protocol: 'simple' | 'extended'): StatementVerdict {
+    const sql = buf.toString('utf8', textStart, textEnd);
+    this.lastSql = sql;
     const problem = fe.checkSqlBytes(buf, textStart, textEnd);
     if (problem !== null) {
       return { allow: false, sqlstate: ERRORS[problem].sqlstate, message: ERRORS[problem].message, rule: 'invalid-text', reason: ERRORS[problem].message };
     }
     const context = this.context;
-    if (context === null) return { allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' };
+    if (context === null) return NO_CONTEXT;
     if (!this.host.audit.canProceed()) {
       // Fail-closed audit: nothing runs that cannot be recorded.
       return { allow: false, sqlstate: ERRORS.RG_AUDIT_UNAVAILABLE.sqlstate, message: ERRORS.RG_AUDIT_UNAVAILABLE.message, rule: 'audit-unavailable', reason: 'the audit log cannot be written (fail-closed)' };
     }
-    const sql = buf.toString('utf8', textStart, textEnd);
     const t0 = performance.now();
     const authorizer = this.host.authorizer();
     const verdict = authorizer.statements(context, this.sqlState, sql, protocol, this.txStatus !== TxStatus.Idle);

@@ -14,6 +14,7 @@ import { Parser } from 'pg-protocol/dist/parser.js';
 import { md5PasswordMessage } from '../auth/md5.ts';
 import { ScramClientExchange, type SaltedPasswordCache } from '../auth/scram.ts';
 import { RolegateError } from '../errors.ts';
+import { StartupCode } from '../protocol/constants.ts';
 
 export interface UpstreamTarget {
   host: string;
@@ -59,17 +60,19 @@ function startupMessage(login: UpstreamLogin): Buffer {
   const body = Buffer.from(parts.join('\0') + '\0\0', 'utf8');
   const out = Buffer.allocUnsafe(8 + body.length);
   out.writeInt32BE(8 + body.length, 0);
-  out.writeInt32BE(196608, 4); // protocol 3.0
+  out.writeInt32BE(StartupCode.Protocol3, 4);
   body.copy(out, 8);
   return out;
 }
 
-const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]); // 80877103
+const SSL_REQUEST = Buffer.alloc(8);
+SSL_REQUEST.writeInt32BE(8, 0);
+SSL_REQUEST.writeInt32BE(StartupCode.SSLRequest, 4);
 
 export function cancelRequest(processId: number, secretKey: number): Buffer {
   const out = Buffer.allocUnsafe(16);
   out.writeInt32BE(16, 0);
-  out.writeInt32BE(80877102, 4);
+  out.writeInt32BE(StartupCode.CancelRequest, 4);
   out.writeInt32BE(processId, 8);
   out.writeInt32BE(secretKey, 12);
   return out;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { cancelRequest } from '../../src/upstream/connect.ts';
 import { adminQuery } from '../helpers/pg.ts';
 import { connect, demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
@@ -18,11 +19,7 @@ const run = promisify(execFile);
 
 /** CancelRequest on a new connection, as libpq's PQcancel sends it. */
 function sendCancel(port: number, processId: number, secretKey: number): Promise<void> {
-  const packet = Buffer.alloc(16);
-  packet.writeInt32BE(16, 0);
-  packet.writeInt32BE(80877102, 4);
-  packet.writeInt32BE(processId, 8);
-  packet.writeInt32BE(secretKey, 12);
+  const packet = cancelRequest(processId, secretKey);
   return new Promise((resolve) => {
     const s = net.connect({ port, host: '127.0.0.1' }, () => s.end(packet));
     s.on('close', () => resolve());

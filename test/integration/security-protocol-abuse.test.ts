@@ -10,6 +10,7 @@ import { randomInt } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { cancelRequest } from '../../src/upstream/connect.ts';
 import { adminQuery } from '../helpers/pg.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
 import { bind, errorFields, execute, message, parse, query, RawClient, sqlstate, startupPacket, sync, type Message } from '../helpers/raw-client.ts';
@@ -358,14 +359,7 @@ describe('half-closed sockets and vanishing clients', () => {
 });
 
 describe('cancel keys', () => {
-  function cancelPacket(pid: number, secret: number): Buffer {
-    const b = Buffer.alloc(16);
-    b.writeInt32BE(16, 0);
-    b.writeInt32BE(80877102, 4);
-    b.writeInt32BE(pid | 0, 8);
-    b.writeInt32BE(secret | 0, 12);
-    return b;
-  }
+  const cancelPacket = (pid: number, secret: number): Buffer => cancelRequest(pid | 0, secret | 0);
   function sendCancel(port: number, pid: number, secret: number): Promise<void> {
     return new Promise((resolve) => {
       const s = net.connect({ port, host: '127.0.0.1' }, () => s.end(cancelPacket(pid, secret)));
