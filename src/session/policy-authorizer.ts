@@ -1,6 +1,6 @@
 // Statement and connect decisions from the Rego policy, on facts from
 // PostgreSQL's own parser, with the two caches of DESIGN §2:
-//   facts:     exact SQL text → parsed statements (FactsCache, per worker)
+//   facts:     exact SQL text (or its literal-free shape) → parsed statements (FactsCache, per worker)
 //   decisions: session key + time bucket + transaction state + protocol + SQL
 //              text → decision (this file), bounded, FIFO-evicted.
 // The SQL text stands in for its facts in the key: facts are a pure function
@@ -9,7 +9,7 @@
 
 import type { ConnectDecision, ConnectInput, StatementDecision, StatementFacts, StatementInput } from '../policy/contract.ts';
 import type { PolicyEngine } from '../policy/engine.ts';
-import type { FactsCache } from '../sql/facts-cache.ts';
+import { factsTemplate, type FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
 import { SessionSqlState, type Authorizer, type LastDecision, type PreparedRecord, type SessionContext, type StatementDenial, type StatementProtocol, type StatementVerdict } from './authorizer.ts';
 import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
@@ -190,10 +190,12 @@ export class PolicyAuthorizer implements Authorizer {
 
   /** Everything of the facts the policy can see, except the text: a canonical string. */
   private factsKey(facts: StatementFacts): string {
-    let key = this.factsKeys.get(facts);
+    // Facts derived from a text's shape share everything but `sql` with their template.
+    const base = factsTemplate(facts);
+    let key = this.factsKeys.get(base);
     if (key === undefined) {
-      key = JSON.stringify([facts.command, facts.tables, facts.functions, facts.columns, facts.flags, facts.parameter]);
-      this.factsKeys.set(facts, key);
+      key = JSON.stringify([base.command, base.tables, base.functions, base.columns, base.flags, base.parameter]);
+      this.factsKeys.set(base, key);
     }
     return key;
   }

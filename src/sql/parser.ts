@@ -7,6 +7,7 @@ import type { StatementFacts } from '../policy/contract.ts';
 import { ERRORS, describeThrown, type ErrorCode } from '../errors.ts';
 import { nodeNameOf, statementFacts } from './facts.ts';
 import { truncateIdentifier } from './identifiers.ts';
+import { watchLiterals, type LiteralWatch, type SqlShape } from './shape.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -131,6 +132,16 @@ function trimSql(text: string): string {
 }
 
 /**
+ * The statement text of a text holding exactly one statement, found without
+ * the parser: trimmed, without the one terminating ';'. A cached shape checks
+ * this against the parser's own slice of its first text before relying on it.
+ */
+export function soleStatementText(sql: string): string {
+  const text = trimSql(sql);
+  return text.charCodeAt(text.length - 1) === 0x3b /* ; */ ? trimSql(text.slice(0, -1)) : text;
+}
+
+/**
  * stmt_location / stmt_len are BYTE offsets into the UTF-8 text (stmt_len 0: to the
  * end). `bytes` is null when the text is ASCII and byte offsets are string offsets.
  */
@@ -229,16 +240,30 @@ function failure(code: ParseErrorCode, message: string, cursorPosition: number |
  * EmptyQueryResponse).
  */
 export function parseStatements(sql: string): ParsedText {
-  if (typeof sql !== 'string') return failure('RG_INTERNAL', 'SQL text is not a string', null);
-  if (sql.length === 0) return { ok: true, statements: [] };
+  return parseText(sql, null).parsed;
+}
+
+/**
+ * parseStatements, and whether the facts hold for every text of `shape`: true
+ * only for one statement with no session bookkeeping (PREPARE, DECLARE,
+ * EXECUTE, DEALLOCATE embed or name other statements) whose facts were derived
+ * without reading any of the shape's literals.
+ */
+export function parseShaped(sql: string, shape: SqlShape): { parsed: ParsedText; literalFree: boolean } {
+  return parseText(sql, shape);
+}
+
+function parseText(sql: string, shape: SqlShape | null): { parsed: ParsedText; literalFree: boolean } {
+  if (typeof sql !== 'string') return refused('RG_INTERNAL', 'SQL text is not a string', null);
+  if (sql.length === 0) return { parsed: { ok: true, statements: [] }, literalFree: false };
   // The C parser reads a NUL-terminated string: text after a NUL would be invisible to
   // it but not necessarily to whoever forwards the bytes. PostgreSQL rejects such a
   // message too.
   const nul = sql.indexOf('\0');
-  if (nul !== -1) return failure('RG_NUL_IN_TEXT', ERRORS.RG_NUL_IN_TEXT.message, codePointOffset(sql, nul));
+  if (nul !== -1) return refused('RG_NUL_IN_TEXT', ERRORS.RG_NUL_IN_TEXT.message, codePointOffset(sql, nul));
   // A lone surrogate has no UTF-8 form: the WASM copy and Buffer would encode it differently.
   if (!sql.isWellFormed()) {
-    return failure('RG_INVALID_UTF8', ERRORS.RG_INVALID_UTF8.message, codePointOffset(sql, firstLoneSurrogate(sql)));
+    return refused('RG_INVALID_UTF8', ERRORS.RG_INVALID_UTF8.message, codePointOffset(sql, firstLoneSurrogate(sql)));
   }
   let tree: unknown;
   try {
@@ -246,18 +271,19 @@ export function parseStatements(sql: string): ParsedText {
   } catch (thrown) {
     if (hasSqlDetails(thrown)) {
       const position = thrown.sqlDetails?.cursorPosition;
-      return failure('RG_PARSE_ERROR', thrown.message, typeof position === 'number' && position >= 0 ? position : null);
+      return refused('RG_PARSE_ERROR', thrown.message, typeof position === 'number' && position >= 0 ? position : null);
     }
-    return failure('RG_INTERNAL', 'SQL parser failed: ' + describeThrown(thrown), null);
+    return refused('RG_INTERNAL', 'SQL parser failed: ' + describeThrown(thrown), null);
   }
   try {
     const stmts = isObj(tree) ? tree['stmts'] : undefined;
-    if (!Array.isArray(stmts)) return failure('RG_INTERNAL', 'SQL parser returned no statement list', null);
-    if (stmts.length === 0) return { ok: true, statements: [] };
+    if (!Array.isArray(stmts)) return refused('RG_INTERNAL', 'SQL parser returned no statement list', null);
+    if (stmts.length === 0) return { parsed: { ok: true, statements: [] }, literalFree: false };
     const statements: ParsedStatement[] = [];
     let bytes: Buffer | null | undefined; // decided on first need
+    let watch: LiteralWatch | null = null;
     for (const raw of stmts) {
-      if (!isObj(raw) || !isObj(raw['stmt'])) return failure('RG_INTERNAL', 'SQL parser returned a malformed statement', null);
+      if (!isObj(raw) || !isObj(raw['stmt'])) return refused('RG_INTERNAL', 'SQL parser returned a malformed statement', null);
       const location = typeof raw['stmt_location'] === 'number' ? raw['stmt_location'] : 0;
       const length = typeof raw['stmt_len'] === 'number' ? raw['stmt_len'] : 0;
       let text: string;
@@ -266,11 +292,18 @@ export function parseStatements(sql: string): ParsedText {
         if (bytes === undefined) bytes = Buffer.byteLength(sql, 'utf8') === sql.length ? null : Buffer.from(sql, 'utf8');
         text = sliceStatement(sql, bytes, location, length);
       }
+      if (shape !== null && stmts.length === 1) watch = watchLiterals(raw['stmt'], shape);
       statements.push(parsedStatement(raw['stmt'], text));
     }
-    return { ok: true, statements };
+    const only = statements.length === 1 ? (statements[0] as ParsedStatement).meta : null;
+    const literalFree = watch !== null && !watch.read && only !== null && only.prepare === null && only.declareCursor === null && only.execute === null && only.deallocate === null;
+    return { parsed: { ok: true, statements }, literalFree };
   } catch (thrown) {
     // e.g. RangeError on a tree nested deeper than the JS stack: fail closed.
-    return failure('RG_INTERNAL', 'could not derive statement facts: ' + describeThrown(thrown), null);
+    return refused('RG_INTERNAL', 'could not derive statement facts: ' + describeThrown(thrown), null);
   }
+}
+
+function refused(code: ParseErrorCode, message: string, cursorPosition: number | null): { parsed: ParsedText; literalFree: false } {
+  return { parsed: failure(code, message, cursorPosition), literalFree: false };
 }

@@ -36,17 +36,19 @@ test('parse errors are cached too', () => {
 });
 
 test('bounded: the least recently used entry is evicted', () => {
+  // Texts without literals: no shape stands in for them.
   const cache = new FactsCache(2);
-  cache.get('SELECT 1'); // miss
-  cache.get('SELECT 2'); // miss
-  cache.get('SELECT 1'); // hit: now most recent
-  cache.get('SELECT 3'); // miss: evicts SELECT 2
+  cache.get('SELECT a'); // miss
+  cache.get('SELECT b'); // miss
+  cache.get('SELECT a'); // hit: now most recent
+  cache.get('SELECT c'); // miss: evicts SELECT b
   assert.equal(cache.size, 2);
-  cache.get('SELECT 1'); // hit
-  cache.get('SELECT 2'); // miss again: it was evicted
+  cache.get('SELECT a'); // hit
+  cache.get('SELECT b'); // miss again: it was evicted
   assert.deepEqual([cache.hits, cache.misses, cache.size], [2, 4, 2]);
-  for (let i = 0; i < 100; i++) cache.get(`SELECT ${i}`);
+  for (let i = 0; i < 100; i++) cache.get(`SELECT c${i}`);
   assert.equal(cache.size, 2);
+  assert.equal(cache.shapeHits, 0);
 });
 
 test('maxEntries 0 disables caching; every get parses', () => {
