@@ -1,6 +1,6 @@
 // The Auditor: the one owner of the audit sink, in the main thread. It takes
-// records made in the main thread (record()) and finished lines from the
-// workers (writeLines(), via main-side.ts), and answers the fail-closed
+// records made in the main thread (record()) and the workers' batches of
+// finished lines (writeChunk(), via main-side.ts), and answers the fail-closed
 // question. Sessions in workers talk to a WorkerAuditor (worker-side.ts), which
 // implements the same AuditRecorder contract.
 //
@@ -103,13 +103,9 @@ export class Auditor implements AuditRecorder {
     this.sink.write(line);
   }
 
-  /** A finished line (from a worker). The sink counts it as dropped if it cannot take it. */
-  writeLine(line: string): boolean {
-    return this.sink.write(line);
-  }
-
-  writeLines(lines: readonly string[]): void {
-    for (let i = 0; i < lines.length; i++) this.sink.write(lines[i] as string);
+  /** A worker's batch: `records` finished lines as UTF-8. The sink counts what it cannot take as dropped. */
+  writeChunk(data: Uint8Array, records: number): boolean {
+    return this.sink.writeChunk(data, records);
   }
 
   /** Count records a worker dropped before they could be sent here. */

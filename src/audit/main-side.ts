@@ -1,8 +1,9 @@
 // The main thread's half of audit: the AuditHub takes the workers' batches
-// (AuditBatchMessage), writes them through the Auditor to the one sink,
-// acknowledges them (the workers' in-flight bound), and tells every worker
-// when the sink's health changes (they need it for fail-closed). Pure: the
-// supervisor passes messages in and gives it a send function; no threads here.
+// (AuditBatchMessage: a transferred UTF-8 chunk of whole lines), hands each
+// chunk through the Auditor to the one sink as it is, acknowledges them (the
+// workers' in-flight bound), and tells every worker when the sink's health
+// changes (they need it for fail-closed). Pure: the supervisor passes messages
+// in and gives it a send function; no threads here.
 
 import type { Auditor, AuditorStats } from './auditor.ts';
 import type { AuditBatchMessage, AuditControlMessage } from './worker-side.ts';
@@ -46,13 +47,13 @@ export class AuditHub {
     return this.healthy;
   }
 
-  /** A batch from a worker: write every line, count the worker's drops, acknowledge. */
+  /** A batch from a worker: hand its chunk to the sink as one unit, count the worker's drops, acknowledge. */
   accept(msg: AuditBatchMessage): void {
     this.batches++;
     this.auditor.addWorkerDropped(msg.dropped);
-    if (msg.lines.length === 0) return;
-    this.auditor.writeLines(msg.lines);
-    this.sendTo(msg.workerId, { type: 'audit-ack', records: msg.lines.length });
+    if (msg.chunk === null || msg.records === 0) return;
+    this.auditor.writeChunk(msg.chunk, msg.records);
+    this.sendTo(msg.workerId, { type: 'audit-ack', records: msg.records });
   }
 
   stats(): AuditHubStats {

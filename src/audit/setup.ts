@@ -6,7 +6,7 @@ import { AuditHub } from './main-side.ts';
 import { Auditor, type AuditMode } from './auditor.ts';
 import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind, type FileSinkOptions, type HttpSinkOptions, type StdoutSinkOptions } from './sinks.ts';
 import type { ParameterMode } from './record.ts';
-import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditHealth } from './worker-side.ts';
+import { WorkerAuditor, type AuditControlMessage, type AuditHealth, type AuditPost } from './worker-side.ts';
 
 export interface AuditConfig {
   sink: AuditSinkKind;
@@ -54,7 +54,7 @@ export async function startMainAudit(
 }
 
 /** Worker thread: the session-facing recorder; call start() once, stop() before the worker exits. */
-export function createWorkerAuditor(config: AuditConfig, workerId: number, post: (msg: AuditBatchMessage) => void, initialHealth: AuditHealth): WorkerAuditor {
+export function createWorkerAuditor(config: AuditConfig, workerId: number, post: AuditPost, initialHealth: AuditHealth): WorkerAuditor {
   return new WorkerAuditor(
     {
       workerId,

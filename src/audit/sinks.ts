@@ -1,12 +1,14 @@
 // Audit sinks: where finished audit lines go. They live in the main thread only
 // (one writer per file: rotation and ordering stay sane); workers send their
-// lines over (worker-side.ts → main-side.ts).
+// lines over as UTF-8 chunks (worker-side.ts → main-side.ts).
 //
-// One contract (AuditSink) for all three: write() takes one line, never
-// blocks, never throws; false means the line was not accepted (buffer full, or
-// the sink is closed) and is counted as dropped. Every sink buffers in a
-// bounded queue, so a slow or failed destination costs memory up to the bound
-// and then records, never the caller's time.
+// One contract (AuditSink) for all three: writeChunk() takes a run of whole
+// lines as bytes (write() one line as text), never blocks, never throws; a
+// record that is not accepted (buffer full, or the sink is closed) is counted
+// as dropped. Every sink buffers in a bounded queue, so a slow or failed
+// destination costs memory up to the bound and then records, never the
+// caller's time. Chunks stay the unit from the worker to the write call: no
+// per-line strings, joins or re-encoding in the main thread.
 //
 // `healthy` is what audit.mode: fail-closed acts on. A sink is unhealthy while
 // its destination fails (file error, HTTP 5xx / connection refused) and while
@@ -20,18 +22,26 @@ import { Client } from 'undici';
 import { RolegateError } from '../errors.ts';
 
 export interface AuditSinkStats {
-  /** Lines handed to the destination successfully. */
+  /** Records handed to the destination successfully. */
   written: number;
-  /** Lines lost: refused by write() or discarded after acceptance (HTTP 4xx, close with a failed destination). */
+  /** Records lost: refused by write()/writeChunk() or discarded after acceptance (HTTP 4xx, close with a failed destination). */
   dropped: number;
-  /** Lines accepted and not yet written (including an in-flight batch). */
+  /** Records accepted and not yet written (including an in-flight batch). */
   queued: number;
   /** Failed attempts (write errors, failed HTTP requests). */
   failures: number;
 }
 
 export interface AuditSink {
-  /** Take one line (ending in '\n'); false = could not accept (buffer full or closed): counted as dropped. Never throws, never blocks. */
+  /**
+   * Take `records` whole lines as UTF-8 bytes, each ending in '\n' (a worker's
+   * batch). The sink keeps a reference to `data`: the caller must not reuse it.
+   * What does not fit the queue is refused from the first line that does not
+   * fit on and counted as dropped; false = not every record was accepted.
+   * Never throws, never blocks.
+   */
+  writeChunk(data: Uint8Array, records: number): boolean;
+  /** One line (ending in '\n'): writeChunk of its UTF-8 bytes. */
   write(line: string): boolean;
   readonly healthy: boolean;
   /** The last failure, for logs and /readyz detail; null while healthy. */
@@ -49,72 +59,154 @@ export type AuditSinkKind = 'stdout' | 'file' | 'http';
 
 // ------------------------------------------------------------ shared parts
 
-/** FIFO of lines bounded by count and bytes (UTF-16 length as the byte estimate: cheap and within 3×). */
-export class LineQueue {
-  private lines: string[] = [];
+const NEWLINE = 0x0a; // '\n'
+
+/** Whole lines as UTF-8 bytes and how many they are. */
+export interface LineChunk {
+  readonly data: Uint8Array;
+  readonly records: number;
+}
+
+/**
+ * The longest prefix of `data` made of at most maxRecords whole lines and at
+ * most maxBytes bytes ({0, 0}: not even the first line fits). Splitting at a
+ * '\n' byte is safe: 0x0A never occurs inside a UTF-8 multi-byte sequence, and
+ * a formatted record holds no raw newline (record.ts). Only the rare paths
+ * (a full queue, rotation, a batch bound) scan like this.
+ */
+function linePrefix(data: Uint8Array, maxRecords: number, maxBytes: number): { bytes: number; records: number } {
+  let bytes = 0;
+  let records = 0;
+  while (records < maxRecords) {
+    const nl = data.indexOf(NEWLINE, bytes);
+    if (nl < 0 || nl + 1 > maxBytes) break;
+    bytes = nl + 1;
+    records++;
+  }
+  return { bytes, records };
+}
+
+/** FIFO of line chunks bounded by records and bytes; chunks are split at line boundaries only. */
+export class ChunkQueue {
+  private chunks: LineChunk[] = [];
   private head = 0;
-  private chars = 0;
+  private records = 0;
+  private bytes = 0;
   readonly maxRecords: number;
-  readonly maxChars: number;
+  readonly maxBytes: number;
 
   constructor(maxRecords: number, maxBytes: number) {
     this.maxRecords = maxRecords;
-    this.maxChars = maxBytes;
+    this.maxBytes = maxBytes;
   }
 
+  /** Records queued. */
   get length(): number {
-    return this.lines.length - this.head;
+    return this.records;
   }
 
+  /** Bytes queued. */
   get size(): number {
-    return this.chars;
+    return this.bytes;
   }
 
-  push(line: string): boolean {
-    if (this.length >= this.maxRecords || this.chars + line.length > this.maxChars) return false;
-    this.lines.push(line);
-    this.chars += line.length;
-    return true;
-  }
-
-  /** The first line (without removing it), or undefined. */
-  peek(): string | undefined {
-    return this.head < this.lines.length ? this.lines[this.head] : undefined;
-  }
-
-  /** Remove up to maxRecords lines totalling at most maxChars (always at least one line if any). */
-  take(maxRecords: number, maxChars: number): string[] {
-    const out: string[] = [];
-    let chars = 0;
-    while (this.head < this.lines.length && out.length < maxRecords) {
-      const line = this.lines[this.head] as string;
-      if (out.length > 0 && chars + line.length > maxChars) break;
-      out.push(line);
-      chars += line.length;
-      this.head++;
+  /**
+   * Queue a chunk; when it does not fit whole, its longest prefix of lines that
+   * does (as a line-by-line queue would). `extraRecords`/`extraBytes` count
+   * against the bounds too (an HTTP batch in flight). Returns the records taken.
+   */
+  push(data: Uint8Array, records: number, extraRecords = 0, extraBytes = 0): number {
+    const roomRecords = this.maxRecords - this.records - extraRecords;
+    const roomBytes = this.maxBytes - this.bytes - extraBytes;
+    if (records <= roomRecords && data.length <= roomBytes) {
+      this.append(data, records);
+      return records;
     }
-    this.chars -= chars;
-    // Compact once the consumed prefix dominates (amortised O(1) per line; Array#shift is O(n)).
-    if (this.head > 1024 && this.head * 2 > this.lines.length) {
-      this.lines = this.lines.slice(this.head);
+    if (roomRecords <= 0 || roomBytes <= 0) return 0;
+    const fit = linePrefix(data, roomRecords, roomBytes);
+    if (fit.records > 0) this.append(data.subarray(0, fit.bytes), fit.records);
+    return fit.records;
+  }
+
+  private append(data: Uint8Array, records: number): void {
+    this.chunks.push({ data, records });
+    this.records += records;
+    this.bytes += data.length;
+  }
+
+  /** Bytes of the first queued line (its '\n' included); 0 when empty. */
+  firstLineBytes(): number {
+    if (this.head >= this.chunks.length) return 0;
+    const data = (this.chunks[this.head] as LineChunk).data;
+    const nl = data.indexOf(NEWLINE);
+    return nl < 0 ? data.length : nl + 1;
+  }
+
+  /**
+   * Remove up to maxRecords records totalling at most maxBytes, whole chunks
+   * where they fit, else split at a line boundary (the rest stays at the
+   * front). Always at least one line if any, even one longer than maxBytes.
+   */
+  take(maxRecords: number, maxBytes: number): LineChunk[] {
+    const out: LineChunk[] = [];
+    let records = 0;
+    let bytes = 0;
+    while (this.head < this.chunks.length && records < maxRecords) {
+      const chunk = this.chunks[this.head] as LineChunk;
+      if (records + chunk.records <= maxRecords && bytes + chunk.data.length <= maxBytes) {
+        out.push(chunk);
+        records += chunk.records;
+        bytes += chunk.data.length;
+        this.head++;
+        continue;
+      }
+      let cut = linePrefix(chunk.data, maxRecords - records, maxBytes - bytes);
+      if (cut.records === 0) {
+        if (out.length > 0) break;
+        cut = linePrefix(chunk.data, 1, Number.MAX_SAFE_INTEGER);
+      }
+      if (cut.records === 0 || cut.bytes === chunk.data.length) {
+        // No '\n' found (not whole lines: take it as it is) or the cut is the whole chunk.
+        out.push(chunk);
+        records += chunk.records;
+        bytes += chunk.data.length;
+        this.head++;
+        break;
+      }
+      out.push({ data: chunk.data.subarray(0, cut.bytes), records: cut.records });
+      this.chunks[this.head] = { data: chunk.data.subarray(cut.bytes), records: chunk.records - cut.records };
+      records += cut.records;
+      bytes += cut.bytes;
+      break;
+    }
+    this.records -= records;
+    this.bytes -= bytes;
+    // Compact once the consumed prefix dominates (amortised O(1) per chunk; Array#shift is O(n)).
+    if (this.head > 1024 && this.head * 2 > this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
       this.head = 0;
     }
     return out;
   }
 
-  /** Put lines back at the front (a failed write is retried first, in order). */
-  unshift(lines: readonly string[]): void {
-    if (lines.length === 0) return;
-    this.lines = [...lines, ...this.lines.slice(this.head)];
+  /** Put chunks back at the front (a failed write is retried first, in order). */
+  unshift(chunks: readonly LineChunk[]): void {
+    if (chunks.length === 0) return;
+    this.chunks = [...chunks, ...this.chunks.slice(this.head)];
     this.head = 0;
-    for (const l of lines) this.chars += l.length;
+    for (const c of chunks) {
+      this.records += c.records;
+      this.bytes += c.data.length;
+    }
   }
 
+  /** Empty the queue; returns the records it held. */
   clear(): number {
-    const n = this.length;
-    this.lines = [];
+    const n = this.records;
+    this.chunks = [];
     this.head = 0;
-    this.chars = 0;
+    this.records = 0;
+    this.bytes = 0;
     return n;
   }
 }
@@ -153,8 +245,8 @@ abstract class SinkBase {
   }
 
   /** Saturated at ≥ 90 % of either bound, clear below 50 % of both (hysteresis: no flapping). */
-  protected updateSaturation(queue: LineQueue, extraRecords = 0, extraChars = 0): void {
-    const ratio = Math.max((queue.length + extraRecords) / queue.maxRecords, (queue.size + extraChars) / queue.maxChars);
+  protected updateSaturation(queue: ChunkQueue, extraRecords = 0, extraBytes = 0): void {
+    const ratio = Math.max((queue.length + extraRecords) / queue.maxRecords, (queue.size + extraBytes) / queue.maxBytes);
     const next = this.saturated ? ratio >= 0.5 : ratio >= 0.9;
     if (next === this.saturated) return;
     const before = this.healthy;
@@ -172,6 +264,13 @@ abstract class SinkBase {
         // A listener's bug must not break the sink.
       }
     }
+  }
+
+  abstract writeChunk(data: Uint8Array, records: number): boolean;
+
+  /** The main thread's own records (and tests) take the chunk path too: one mechanism. */
+  write(line: string): boolean {
+    return this.writeChunk(Buffer.from(line, 'utf8'), 1);
   }
 
   protected abstract isIdle(): boolean;
@@ -221,7 +320,7 @@ export interface StdoutSinkOptions {
  */
 export class StdoutSink extends SinkBase implements AuditSink {
   private readonly stream: Writable;
-  private readonly queue: LineQueue;
+  private readonly queue: ChunkQueue;
   private blocked = false;
   private readonly onError = (err: Error): void => {
     this.failures++;
@@ -232,26 +331,23 @@ export class StdoutSink extends SinkBase implements AuditSink {
   constructor(options: StdoutSinkOptions) {
     super();
     this.stream = options.stream ?? process.stdout;
-    this.queue = new LineQueue(options.maxQueuedRecords, options.maxQueuedBytes);
+    this.queue = new ChunkQueue(options.maxQueuedRecords, options.maxQueuedBytes);
     this.stream.on('error', this.onError);
   }
 
-  write(line: string): boolean {
+  writeChunk(data: Uint8Array, records: number): boolean {
     if (this.closed || this.lastError !== null) {
-      this.drop(1);
+      this.drop(records);
       return false;
     }
     if (this.blocked) {
-      if (!this.queue.push(line)) {
-        this.drop(1);
-        this.updateSaturation(this.queue);
-        return false;
-      }
+      const taken = this.queue.push(data, records);
+      if (taken < records) this.drop(records - taken);
       this.updateSaturation(this.queue);
-      return true;
+      return taken === records;
     }
-    this.written++;
-    if (!this.stream.write(line)) this.waitDrain();
+    this.written += records;
+    if (!this.stream.write(data)) this.waitDrain();
     return true;
   }
 
@@ -260,11 +356,17 @@ export class StdoutSink extends SinkBase implements AuditSink {
     this.stream.once('drain', () => {
       this.blocked = false;
       if (this.lastError !== null) return;
-      const n = this.queue.length;
-      if (n > 0) {
-        const lines = this.queue.take(n, Number.MAX_SAFE_INTEGER);
-        this.written += lines.length;
-        if (!this.stream.write(lines.join(''))) this.waitDrain();
+      if (this.queue.length > 0) {
+        const chunks = this.queue.take(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+        // Corked: a stream with _writev (a socket) takes the backlog in one call.
+        let ok = true;
+        this.stream.cork();
+        for (const c of chunks) {
+          this.written += c.records;
+          ok = this.stream.write(c.data) && ok;
+        }
+        this.stream.uncork();
+        if (!ok) this.waitDrain();
       }
       this.updateSaturation(this.queue);
       this.wakeIdle();
@@ -308,21 +410,35 @@ export interface FileSinkOptions {
 /** Upper bound of one write call (a batch of whole lines). */
 const FILE_CHUNK_BYTES = 1024 * 1024;
 
+const NEWLINE_BYTES = new Uint8Array([NEWLINE]);
+
+/** What is left of `parts` once the first `written` bytes are out. */
+function unwritten(parts: readonly Uint8Array[], written: number): Uint8Array[] {
+  let i = 0;
+  let skip = written;
+  while (i < parts.length && skip >= (parts[i] as Uint8Array).length) skip -= (parts[i++] as Uint8Array).length;
+  const rest = parts.slice(i);
+  if (rest.length > 0 && skip > 0) rest[0] = (rest[0] as Uint8Array).subarray(skip);
+  return rest;
+}
+
 /**
  * Append lines to a file with size-based rotation (path → path.1 → … →
- * path.<keep>). The writer is asynchronous (libuv's thread pool): write() only
- * queues. One write at a time, of whole lines only, so rotation never splits a
- * line. On an error (ENOSPC, EACCES, EISDIR, the directory removed) the sink
- * turns unhealthy, keeps what it could not write at the head of the queue,
- * retries every retryMs (reopening the path, so a recreated directory heals
- * it) and turns healthy after the next successful write. A partly written
- * chunk is truncated away so a retry cannot leave half a line behind.
+ * path.<keep>). The writer is asynchronous (libuv's thread pool): writeChunk()
+ * only queues. One writev at a time, of everything queued meanwhile (up to
+ * FILE_CHUNK_BYTES and the room left before max_bytes), cut at line
+ * boundaries only, so rotation never splits a line. On an error (ENOSPC,
+ * EACCES, EISDIR, the directory removed) the sink turns unhealthy, keeps what
+ * it could not write at the head of the queue, retries every retryMs
+ * (reopening the path, so a recreated directory heals it) and turns healthy
+ * after the next successful write. A partly written chunk is truncated away so
+ * a retry cannot leave half a line behind.
  * Rotation is rolegate's own: do not point a move-based logrotate at the file.
  */
 export class FileSink extends SinkBase implements AuditSink {
   readonly path: string;
   private readonly options: FileSinkOptions;
-  private readonly queue: LineQueue;
+  private readonly queue: ChunkQueue;
   private handle: fsp.FileHandle | null = null;
   private size = 0;
   private pumping = false;
@@ -335,7 +451,7 @@ export class FileSink extends SinkBase implements AuditSink {
     super();
     this.path = options.path;
     this.options = options;
-    this.queue = new LineQueue(options.maxQueuedRecords, options.maxQueuedBytes);
+    this.queue = new ChunkQueue(options.maxQueuedRecords, options.maxQueuedBytes);
   }
 
   /** Open (or create) the file now: start-up fails with RG_AUDIT_SINK if it cannot be written. */
@@ -367,15 +483,12 @@ export class FileSink extends SinkBase implements AuditSink {
     this.handle = handle;
   }
 
-  write(line: string): boolean {
-    if (this.closed || !this.queue.push(line)) {
-      this.drop(1);
-      this.updateSaturation(this.queue);
-      return false;
-    }
+  writeChunk(data: Uint8Array, records: number): boolean {
+    const taken = this.closed ? 0 : this.queue.push(data, records);
+    if (taken < records) this.drop(records - taken);
     this.updateSaturation(this.queue);
-    if (!this.pumping && this.retryTimer === null) void this.pump();
-    return true;
+    if (taken > 0 && !this.pumping && this.retryTimer === null) void this.pump();
+    return taken === records;
   }
 
   private async pump(): Promise<void> {
@@ -384,32 +497,31 @@ export class FileSink extends SinkBase implements AuditSink {
       while (this.queue.length > 0) {
         if (this.handle === null) await this.openFile();
         const remaining = this.options.maxBytes - this.size;
-        const first = this.queue.peek() as string;
         // Rotate before the next line would cross max_bytes (a line longer than
         // max_bytes still goes, alone, into a fresh file).
-        if (this.size > 0 && Buffer.byteLength(first) > remaining) {
+        if (this.size > 0 && this.queue.firstLineBytes() > remaining) {
           await this.rotate();
           continue;
         }
-        const lines = this.queue.take(this.queue.maxRecords, Math.max(1, Math.min(FILE_CHUNK_BYTES, remaining)));
-        let data = Buffer.from(lines.join(''), 'utf8');
-        // UTF-16 length underestimates UTF-8 bytes: trim whole lines back until the chunk fits.
-        while (this.size > 0 && data.length > remaining && lines.length > 1) {
-          this.queue.unshift([lines.pop() as string]);
-          data = Buffer.from(lines.join(''), 'utf8');
+        // Everything queued since the last write, up to the room left (split at a line), in one writev.
+        const chunks = this.queue.take(Number.MAX_SAFE_INTEGER, Math.max(1, Math.min(FILE_CHUNK_BYTES, remaining)));
+        const parts: Uint8Array[] = this.needNewline ? [NEWLINE_BYTES] : [];
+        let records = 0;
+        for (const c of chunks) {
+          parts.push(c.data);
+          records += c.records;
         }
-        if (this.needNewline) data = Buffer.concat([Buffer.from('\n'), data]);
-        this.inflight = lines.length;
+        this.inflight = records;
         try {
-          await this.writeAll(data);
+          await this.writeAll(parts);
         } catch (err) {
-          this.queue.unshift(lines);
+          this.queue.unshift(chunks);
           throw err;
         } finally {
           this.inflight = 0;
         }
         this.needNewline = false;
-        this.written += lines.length;
+        this.written += records;
         this.updateSaturation(this.queue);
         this.setFailed(false);
       }
@@ -431,14 +543,21 @@ export class FileSink extends SinkBase implements AuditSink {
     }
   }
 
-  private async writeAll(data: Buffer): Promise<void> {
+  private async writeAll(parts: Uint8Array[]): Promise<void> {
     const handle = this.handle as fsp.FileHandle;
     const before = this.size;
+    let total = 0;
+    for (const p of parts) total += p.length;
     let offset = 0;
     try {
-      while (offset < data.length) {
-        const { bytesWritten } = await handle.write(data, offset, data.length - offset);
+      // libuv writes every buffer unless an error stops it; a short count (the error
+      // after some bytes) makes the next call report it.
+      let pending = parts;
+      for (;;) {
+        const { bytesWritten } = await handle.writev(pending);
         offset += bytesWritten;
+        if (offset >= total) break;
+        pending = unwritten(pending, bytesWritten);
       }
     } catch (err) {
       if (offset > 0) {
@@ -451,7 +570,7 @@ export class FileSink extends SinkBase implements AuditSink {
       }
       throw err;
     }
-    this.size += data.length;
+    this.size += total;
   }
 
   private async rotate(): Promise<void> {
@@ -535,12 +654,13 @@ export interface HttpSinkOptions {
  */
 export class HttpSink extends SinkBase implements AuditSink {
   private readonly options: HttpSinkOptions;
-  private readonly queue: LineQueue;
+  private readonly queue: ChunkQueue;
   private readonly client: Client;
   private readonly path: string;
   private readonly headers: Record<string, string>;
-  private inflight: string[] | null = null;
-  private inflightChars = 0;
+  private inflight: LineChunk[] | null = null;
+  private inflightRecords = 0;
+  private inflightBytes = 0;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly flushTimer: NodeJS.Timeout;
@@ -556,7 +676,7 @@ export class HttpSink extends SinkBase implements AuditSink {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RolegateError('RG_AUDIT_SINK', `audit http url must be http: or https:, got ${url.protocol}`);
     this.path = `${url.pathname}${url.search}`;
     this.headers = { ...options.headers, 'content-type': 'application/x-ndjson' };
-    this.queue = new LineQueue(options.maxQueuedRecords, options.maxQueuedBytes);
+    this.queue = new ChunkQueue(options.maxQueuedRecords, options.maxQueuedBytes);
     this.client = new Client(url.origin, {
       connectTimeout: options.timeoutMs,
       headersTimeout: options.timeoutMs,
@@ -567,35 +687,36 @@ export class HttpSink extends SinkBase implements AuditSink {
     this.flushTimer.unref();
   }
 
-  write(line: string): boolean {
+  writeChunk(data: Uint8Array, records: number): boolean {
     // The batch in flight counts against the bounds until it is delivered.
-    const inflight = this.inflight?.length ?? 0;
-    if (this.closed || this.queue.length + inflight >= this.queue.maxRecords || this.queue.size + this.inflightChars + line.length > this.queue.maxChars || !this.queue.push(line)) {
-      this.drop(1);
-      this.updateSaturation(this.queue, inflight, this.inflightChars);
-      return false;
-    }
-    this.updateSaturation(this.queue, inflight, this.inflightChars);
+    const taken = this.closed ? 0 : this.queue.push(data, records, this.inflightRecords, this.inflightBytes);
+    if (taken < records) this.drop(records - taken);
+    this.updateSaturation(this.queue, this.inflightRecords, this.inflightBytes);
     if (this.queue.length >= this.options.batchMaxRecords || this.queue.size >= this.options.batchMaxBytes) this.kick();
-    return true;
+    return taken === records;
   }
 
   /** Start sending unless a batch is in flight or a retry is pending. */
   private kick(): void {
     if (this.inflight !== null || this.retryTimer !== null || this.queue.length === 0) return;
     this.inflight = this.queue.take(this.options.batchMaxRecords, this.options.batchMaxBytes);
-    this.inflightChars = 0;
-    for (const l of this.inflight) this.inflightChars += l.length;
+    this.inflightRecords = 0;
+    this.inflightBytes = 0;
+    for (const c of this.inflight) {
+      this.inflightRecords += c.records;
+      this.inflightBytes += c.data.length;
+    }
     void this.send();
   }
 
   private async send(): Promise<void> {
-    const batch = this.inflight as string[];
+    const batch = this.inflight as LineChunk[];
+    const records = this.inflightRecords;
     let retryAfterMs = 0;
     let outcome: 'ok' | 'retry' | 'reject';
     let error = '';
     try {
-      const res = await this.client.request({ path: this.path, method: 'POST', headers: this.headers, body: batch.join('') });
+      const res = await this.client.request({ path: this.path, method: 'POST', headers: this.headers, body: batch.length === 1 ? (batch[0] as LineChunk).data : Buffer.concat(batch.map((c) => c.data)) });
       await res.body.dump();
       const status = res.statusCode;
       if (status >= 200 && status < 300) outcome = 'ok';
@@ -613,9 +734,10 @@ export class HttpSink extends SinkBase implements AuditSink {
     // close() gave up on this batch (and counted it) while it was in flight.
     if (this.destroyed) return;
     this.inflight = null;
-    this.inflightChars = 0;
+    this.inflightRecords = 0;
+    this.inflightBytes = 0;
     if (outcome === 'ok') {
-      this.written += batch.length;
+      this.written += records;
       this.attempt = 0;
       this.setFailed(false);
       this.updateSaturation(this.queue);
@@ -625,7 +747,7 @@ export class HttpSink extends SinkBase implements AuditSink {
       return;
     }
     this.failures++;
-    if (outcome === 'reject') this.drop(batch.length);
+    if (outcome === 'reject') this.drop(records);
     else this.queue.unshift(batch);
     this.setFailed(true, `${this.options.url}: ${error}`);
     this.updateSaturation(this.queue);
@@ -669,8 +791,10 @@ export class HttpSink extends SinkBase implements AuditSink {
     this.retryTimer = null;
     this.drop(this.queue.clear());
     if (this.inflight !== null) {
-      this.drop(this.inflight.length);
+      this.drop(this.inflightRecords);
       this.inflight = null;
+      this.inflightRecords = 0;
+      this.inflightBytes = 0;
     }
     this.destroyed = true;
     await this.client.destroy().catch(() => {});
@@ -678,6 +802,6 @@ export class HttpSink extends SinkBase implements AuditSink {
   }
 
   stats(): AuditSinkStats {
-    return { written: this.written, dropped: this.dropped, queued: this.queue.length + (this.inflight?.length ?? 0), failures: this.failures };
+    return { written: this.written, dropped: this.dropped, queued: this.queue.length + this.inflightRecords, failures: this.failures };
   }
 }

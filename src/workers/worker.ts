@@ -44,8 +44,8 @@ const time = new TimeSource(config.time.zone, clock);
 const facts = new FactsCache(config.limits.parseCacheEntries);
 let authorizer: Authorizer = await createAuthorizer(config, data.policy, log, time, facts);
 
-function post(msg: WorkerToMain): void {
-  port?.postMessage(msg);
+function post(msg: WorkerToMain, transfer?: readonly ArrayBuffer[]): void {
+  port?.postMessage(msg, transfer);
 }
 
 function localCancel(processId: number, secretKey: number): void {
@@ -184,7 +184,7 @@ const parseMisses = metrics.handle('rolegate_parse_cache_requests_total', { resu
 const decisionHits = metrics.handle('rolegate_decision_cache_requests_total', { result: 'hit' });
 const decisionMisses = metrics.handle('rolegate_decision_cache_requests_total', { result: 'miss' });
 
-const workerAuditor: WorkerAuditor | null = config.audit === null ? null : createWorkerAuditor(config.audit, workerId, (msg) => post(msg), data.auditHealthy ? 'healthy' : 'unhealthy');
+const workerAuditor: WorkerAuditor | null = config.audit === null ? null : createWorkerAuditor(config.audit, workerId, (msg, transfer) => post(msg, transfer), data.auditHealthy ? 'healthy' : 'unhealthy');
 workerAuditor?.start();
 
 /** Gauges are set from the sessions; counters travel as running totals; then one snapshot goes to the supervisor. */

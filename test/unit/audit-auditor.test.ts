@@ -13,7 +13,7 @@ import type { AuditRecord } from '../../src/audit/record.ts';
 import { createWorkerAuditor, openAuditSink, startMainAudit, type AuditConfig } from '../../src/audit/setup.ts';
 import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkStats } from '../../src/audit/sinks.ts';
 import { StatementTracker } from '../../src/audit/statement-tracker.ts';
-import { AuditBuffer, WorkerAuditor, type AuditBatchMessage, type AuditControlMessage } from '../../src/audit/worker-side.ts';
+import { AuditBuffer, MAX_BUFFER_CHARS, WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditPost } from '../../src/audit/worker-side.ts';
 
 const dirs: string[] = [];
 after(() => {
@@ -73,11 +73,16 @@ class FakeSink implements AuditSink {
     this.listeners.push(l);
   }
   write(line: string): boolean {
+    return this.writeChunk(Buffer.from(line), 1);
+  }
+  writeChunk(data: Uint8Array, records: number): boolean {
     if (!this.accept) {
-      this.dropped++;
+      this.dropped += records;
       return false;
     }
-    this.lines.push(line);
+    const lines = Buffer.from(data).toString('utf8').split(/(?<=\n)/);
+    assert.equal(lines.length, records, 'records matches the lines in the chunk');
+    this.lines.push(...lines);
     return true;
   }
   flush(): Promise<void> {
@@ -152,7 +157,9 @@ test('AuditBuffer: bounded, drain swaps the list, drops counted, health decides 
   assert.equal(b.ready, false);
   b.push('l3\n');
   assert.equal(b.ready, true);
-  assert.deepEqual(b.drain(), ['l0\n', 'l1\n', 'l2\n', 'l3\n']);
+  assert.equal(b.queued, 4);
+  assert.equal(b.drain(), 'l0\nl1\nl2\nl3\n', 'one string');
+  assert.equal(b.queued, 0);
   assert.equal(b.drain(), null);
   for (let i = 0; i < 9; i++) b.push('x\n');
   assert.equal(b.canProceed(), false, 'fail-closed: at 90 % of the bound');
@@ -173,16 +180,40 @@ test('AuditBuffer: bounded, drain swaps the list, drops counted, health decides 
   assert.equal(small.canProceed(), true);
 });
 
-test('WorkerAuditor: batches by size and by timer, bounded in flight until acknowledged, drops reported', async () => {
+/** A post function that checks what the worker hands over for transfer and keeps the messages. */
+function collectPosts(): { posted: AuditBatchMessage[]; post: AuditPost } {
   const posted: AuditBatchMessage[] = [];
-  const w = new WorkerAuditor(
-    { workerId: 3, mode: 'best-effort', maxSqlBytes: 1000, parameters: 'off', bufferRecords: 8, bufferBytes: 1 << 20, batchRecords: 4, flushIntervalMs: 20, maxInFlightRecords: 8 },
-    (m) => posted.push(m),
-  );
-  for (let i = 0; i < 4; i++) w.record(rec(i));
+  return {
+    posted,
+    post: (m, transfer) => {
+      if (m.chunk === null) assert.deepEqual(transfer, [], 'nothing to transfer without a chunk');
+      else {
+        assert.deepEqual(transfer, [m.chunk.buffer], 'the chunk\'s buffer is transferred');
+        // It must own its whole ArrayBuffer (not a slice of a shared pool), or transferring it would take other data along.
+        assert.equal(m.chunk.byteOffset, 0);
+        assert.equal(m.chunk.buffer.byteLength, m.chunk.byteLength);
+      }
+      posted.push(m);
+    },
+  };
+}
+
+/** The lines of a posted batch (checking `records` against them). */
+function linesOf(m: AuditBatchMessage): string[] {
+  if (m.chunk === null) return [];
+  const lines = Buffer.from(m.chunk).toString('utf8').split(/(?<=\n)/);
+  assert.equal(lines.length, m.records);
+  return lines;
+}
+
+test('WorkerAuditor: batches by size and by timer, bounded in flight until acknowledged, drops reported', async () => {
+  const { posted, post } = collectPosts();
+  const w = new WorkerAuditor({ workerId: 3, mode: 'best-effort', maxSqlBytes: 1000, parameters: 'off', bufferRecords: 8, bufferBytes: 1 << 20, batchRecords: 4, flushIntervalMs: 20, maxInFlightRecords: 8 }, post);
+  for (let i = 0; i < 4; i++) w.record(rec(i, i === 2 ? 'SELECT \'é漢😀\'' : `SELECT ${i}`));
   assert.equal(posted.length, 1, 'a full batch goes at once');
   assert.equal(posted[0]!.workerId, 3);
-  assert.deepEqual(posted[0]!.lines.map((l) => (JSON.parse(l) as AuditRecord).sql), ['SELECT 0', 'SELECT 1', 'SELECT 2', 'SELECT 3']);
+  assert.equal(posted[0]!.records, 4);
+  assert.deepEqual(linesOf(posted[0]!).map((l) => (JSON.parse(l) as AuditRecord).sql), ['SELECT 0', 'SELECT 1', 'SELECT \'é漢😀\'', 'SELECT 3']);
   for (let i = 4; i < 8; i++) w.record(rec(i));
   assert.equal(posted.length, 2);
   // 8 in flight: the next batch waits for an acknowledgement, the buffer fills, then drops.
@@ -192,21 +223,63 @@ test('WorkerAuditor: batches by size and by timer, bounded in flight until ackno
   w.onMessage({ type: 'audit-ack', records: 8 });
   w.flush();
   assert.equal(posted.length, 3);
-  assert.equal(posted[2]!.lines.length, 8);
+  assert.deepEqual(linesOf(posted[2]!).map((l) => (JSON.parse(l) as AuditRecord).sql), Array.from({ length: 8 }, (_, i) => `SELECT ${i + 8}`));
   assert.equal(posted[2]!.dropped, 4);
   // The timer sends a partial batch.
   w.onMessage({ type: 'audit-ack', records: 8 });
   w.start();
   w.record(rec(99));
   await until(() => posted.length === 4);
-  assert.equal(posted[3]!.lines.length, 1);
+  assert.equal(posted[3]!.records, 1);
   // stop() posts the rest regardless of the bound.
   w.record(rec(100));
   w.stop();
   assert.equal(posted.length, 5);
+  assert.deepEqual(linesOf(posted[4]!).map((l) => (JSON.parse(l) as AuditRecord).sql), ['SELECT 100']);
   // Health: best-effort proceeds whatever the sink says.
   w.onMessage({ type: 'audit-health', healthy: false });
   assert.equal(w.canProceed(), true);
+});
+
+test('WorkerAuditor: drops with nothing queued go alone (no chunk); stop() reports them too', () => {
+  const { posted, post } = collectPosts();
+  const w = new WorkerAuditor({ workerId: 1, mode: 'best-effort', maxSqlBytes: 1000, parameters: 'off', bufferRecords: 2, bufferBytes: 1 << 20, batchRecords: 2, flushIntervalMs: 1000, maxInFlightRecords: 2 }, post);
+  w.record(rec(0));
+  w.record(rec(1)); // a full batch: posted, 2 in flight
+  w.record(rec(2));
+  w.record(rec(3));
+  w.record(rec(4)); // buffer full: dropped
+  assert.equal(posted.length, 1);
+  w.flush(); // in-flight bound: nothing sent
+  assert.equal(posted.length, 1);
+  w.onMessage({ type: 'audit-ack', records: 2 });
+  w.flush();
+  assert.deepEqual({ ...posted[1]!, chunk: null }, { type: 'audit', workerId: 1, chunk: null, records: 2, dropped: 1 });
+  // A record that cannot be formatted, with nothing queued: the drop is reported alone, without a chunk.
+  const bad = rec(5) as AuditRecord & { extra?: unknown };
+  bad.extra = 10n;
+  w.record(bad);
+  w.flush();
+  assert.deepEqual(posted[2], { type: 'audit', workerId: 1, chunk: null, records: 0, dropped: 1 });
+  w.flush();
+  assert.equal(posted.length, 3, 'reported once');
+  // stop(): what is left, queued records and drops, in one message regardless of the in-flight bound.
+  w.record(rec(6));
+  w.record(bad);
+  w.stop();
+  assert.equal(posted.length, 4);
+  assert.equal(posted[3]!.dropped, 1);
+  assert.deepEqual(linesOf(posted[3]!).map((l) => (JSON.parse(l) as AuditRecord).sql), ['SELECT 6']);
+  w.record(bad);
+  w.stop();
+  assert.deepEqual(posted[4], { type: 'audit', workerId: 1, chunk: null, records: 0, dropped: 1 });
+});
+
+test('AuditBuffer: the byte bound is capped below V8\'s string length limit', () => {
+  const b = new AuditBuffer({ mode: 'best-effort', maxRecords: 10, maxBytes: 1024 * 1024 * 1024, batchRecords: 10 });
+  const big = 'x'.repeat(MAX_BUFFER_CHARS);
+  assert.equal(b.push(big), true);
+  assert.equal(b.push('y\n'), false, 'beyond MAX_BUFFER_CHARS: dropped, not a RangeError from +=');
 });
 
 test('WorkerAuditor fail-closed: unknown → refuse; healthy → proceed; unhealthy → refuse', () => {
@@ -221,18 +294,27 @@ test('WorkerAuditor fail-closed: unknown → refuse; healthy → proceed; unheal
   assert.equal(started.canProceed(), true, 'initial health from workerData');
 });
 
-test('AuditHub: writes batches, acknowledges to the sender, counts worker drops, broadcasts health changes once each', () => {
+const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+test('AuditHub: hands each chunk to the sink whole, acknowledges to the sender, counts worker drops, broadcasts health changes once each', () => {
   const sink = new FakeSink();
+  const chunks: Array<[string, number]> = [];
+  const inner = sink.writeChunk.bind(sink);
+  sink.writeChunk = (data, records) => {
+    chunks.push([Buffer.from(data).toString('utf8'), records]);
+    return inner(data, records);
+  };
   const auditor = new Auditor(sink, { mode: 'fail-closed', maxSqlBytes: 100, parameters: 'off' });
   const broadcasts: AuditControlMessage[] = [];
   const sent: Array<[number, AuditControlMessage]> = [];
   const changes: Array<[boolean, string | null]> = [];
   const hub = new AuditHub(auditor, (m) => broadcasts.push(m), (id, m) => sent.push([id, m]), (h, e) => changes.push([h, e]));
   assert.deepEqual(hub.healthMessage(), { type: 'audit-health', healthy: true });
-  hub.accept({ type: 'audit', workerId: 2, lines: ['a\n', 'b\n'], dropped: 0 });
-  hub.accept({ type: 'audit', workerId: 1, lines: [], dropped: 3 });
+  hub.accept({ type: 'audit', workerId: 2, chunk: utf8('a\nb\n'), records: 2, dropped: 0 });
+  hub.accept({ type: 'audit', workerId: 1, chunk: null, records: 0, dropped: 3 });
+  assert.deepEqual(chunks, [['a\nb\n', 2]], 'one sink call per batch');
   assert.deepEqual(sink.lines, ['a\n', 'b\n']);
-  assert.deepEqual(sent, [[2, { type: 'audit-ack', records: 2 }]]);
+  assert.deepEqual(sent, [[2, { type: 'audit-ack', records: 2 }]], 'drops alone are not acknowledged');
   sink.setHealthy(false);
   sink.setHealthy(false);
   sink.setHealthy(true);
@@ -244,12 +326,13 @@ test('AuditHub: writes batches, acknowledges to the sender, counts worker drops,
     [false, 'broken'],
     [true, null],
   ]);
-  // Lines the sink refuses are counted there; worker drops on top.
+  // Records the sink refuses are counted there (and still acknowledged: they left the worker); worker drops on top.
   sink.accept = false;
-  hub.accept({ type: 'audit', workerId: 2, lines: ['c\n'], dropped: 1 });
+  hub.accept({ type: 'audit', workerId: 2, chunk: utf8('c\nd\n'), records: 2, dropped: 1 });
+  assert.deepEqual(sent.at(-1), [2, { type: 'audit-ack', records: 2 }]);
   const s = hub.stats();
   assert.equal(s.written, 2);
-  assert.equal(s.dropped, 1 + 3 + 1);
+  assert.equal(s.dropped, 2 + 3 + 1);
   assert.equal(s.workerDropped, 4);
   assert.equal(s.batches, 3);
 });
@@ -390,8 +473,8 @@ test('setup: each sink kind from config; a bad file path fails start-up with RG_
   await assert.rejects(startMainAudit({ ...base, file: { ...base.file!, path: dir } }, () => {}, () => {}), (err: Error & { code?: string }) => err.code === 'RG_AUDIT_SINK');
   const hub = await startMainAudit(base, () => {}, () => {});
   assert.equal(hub.sinkHealthy, true);
-  const posted: AuditBatchMessage[] = [];
-  const worker = createWorkerAuditor(base, 4, (m) => posted.push(m), 'healthy');
+  const { posted, post } = collectPosts();
+  const worker = createWorkerAuditor(base, 4, post, 'healthy');
   assert.equal(worker.canProceed(), true);
   worker.record(rec(1));
   worker.stop();

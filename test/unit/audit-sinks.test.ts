@@ -2,14 +2,14 @@
 // retry with backoff, recovery and bounded buffers (against a local node:http server).
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
-import { FileSink, HttpSink, LineQueue, StdoutSink } from '../../src/audit/sinks.ts';
+import { ChunkQueue, FileSink, HttpSink, StdoutSink } from '../../src/audit/sinks.ts';
 import { isErrorCode } from '../../src/errors.ts';
 
 const dirs: string[] = [];
@@ -38,21 +38,59 @@ const FILE_DEFAULTS = { maxQueuedRecords: 10_000, maxQueuedBytes: 16 * 1024 * 10
 
 // ------------------------------------------------------------------ queue
 
-test('LineQueue: bounded by records and bytes; take respects both; unshift keeps order', () => {
-  const q = new LineQueue(3, 10);
-  assert.equal(q.push('aaaa'), true);
-  assert.equal(q.push('bbbb'), true);
-  assert.equal(q.push('ccc'), false); // 11 > 10 chars
-  assert.equal(q.push('cc'), true);
-  assert.equal(q.push('d'), false); // 3 records
-  assert.deepEqual(q.take(10, 8), ['aaaa', 'bbbb']);
-  q.unshift(['x', 'y']);
-  assert.deepEqual(q.take(10, 100), ['x', 'y', 'cc']);
-  assert.equal(q.length, 0);
-  assert.equal(q.size, 0);
-  // take always yields at least one line, even one larger than the byte limit.
-  q.push('0123456789');
-  assert.deepEqual(q.take(10, 1), ['0123456789']);
+const bytes = (text: string): Uint8Array => new TextEncoder().encode(text);
+const text = (chunks: ReadonlyArray<{ data: Uint8Array }>): string => chunks.map((c) => Buffer.from(c.data).toString('utf8')).join('');
+
+/** `lines` joined as one chunk, as a worker posts them. */
+function chunkOf(lines: readonly string[]): Uint8Array {
+  return bytes(lines.join(''));
+}
+
+test('ChunkQueue: bounded by records and bytes; a chunk that does not fit whole leaves its fitting prefix of lines', () => {
+  const q = new ChunkQueue(5, 12);
+  assert.equal(q.push(bytes('aa\nbb\n'), 2), 2);
+  assert.equal(q.push(bytes('cc\ndd\n'), 2), 2, 'exactly at the byte bound');
+  assert.deepEqual([q.length, q.size], [4, 12]);
+  assert.equal(q.push(bytes('e\n'), 1), 0, 'byte bound: nothing fits');
+  assert.deepEqual([q.length, q.size], [4, 12]);
+  const r = new ChunkQueue(3, 100);
+  assert.equal(r.push(bytes('a\nb\nc\nd\n'), 4), 3, 'record bound: the first three lines');
+  assert.equal(text(r.take(10, 100)), 'a\nb\nc\n');
+  const b = new ChunkQueue(100, 8);
+  // Multi-byte UTF-8 counts in bytes: 'é' is 2. 'xé\n' (4) fits, 'yé\n' (4) fits, 'z\n' does not.
+  assert.equal(b.push(bytes('xé\nyé\nz\n'), 3), 2);
+  assert.equal(text(b.take(10, 100)), 'xé\nyé\n');
+  assert.equal(b.size, 0);
+});
+
+test('ChunkQueue: take splits at a line boundary for either bound, always yields a line, unshift keeps order', () => {
+  const q = new ChunkQueue(100, 1000);
+  q.push(bytes('a1\na2\na3\n'), 3);
+  q.push(bytes('b1\n'), 1);
+  assert.equal(q.firstLineBytes(), 3);
+  // Bytes: 7 → 'a1\na2\n' (6), the rest of the chunk stays first.
+  const first = q.take(100, 7);
+  assert.equal(text(first), 'a1\na2\n');
+  assert.deepEqual(first.map((c) => c.records), [2]);
+  assert.deepEqual([q.length, q.size], [2, 6]);
+  // Records: 1 → 'a3\n' only.
+  const second = q.take(1, 1000);
+  assert.equal(text(second), 'a3\n');
+  q.unshift([...first, ...second]);
+  assert.deepEqual([q.length, q.size], [4, 12]);
+  // Whole chunks where they fit: 2 chunks, records summed.
+  const all = q.take(100, 1000);
+  assert.equal(text(all), 'a1\na2\na3\nb1\n');
+  assert.equal(all.reduce((n, c) => n + c.records, 0), 4);
+  assert.deepEqual([q.length, q.size, q.firstLineBytes()], [0, 0, 0]);
+  // A line longer than the byte limit still comes out, alone.
+  q.push(bytes('0123456789\nx\n'), 2);
+  assert.equal(text(q.take(10, 1)), '0123456789\n');
+  assert.equal(text(q.take(10, 1)), 'x\n');
+  q.push(bytes('a\n'), 1);
+  q.push(bytes('b\n'), 1);
+  assert.equal(q.clear(), 2);
+  assert.deepEqual([q.length, q.size], [0, 0]);
 });
 
 // ------------------------------------------------------------------- file
@@ -113,6 +151,173 @@ test('file sink: a line longer than max_bytes goes alone into a fresh file', asy
   assert.equal(readFileSync(`${file}.2`, 'utf8'), line(1));
   assert.equal(readFileSync(`${file}.1`, 'utf8'), line(2, 500));
   assert.equal(readFileSync(file, 'utf8'), line(3));
+  await sink.close();
+});
+
+/** Lines with multi-byte UTF-8 (2-, 3- and 4-byte characters), as formatRecord leaves them. */
+function wideLine(i: number, pad = 0): string {
+  return `${JSON.stringify({ audit: 'statement', n: i, sql: `SELECT 'é漢😀' AS c${i}${'y'.repeat(pad)}` })}\n`;
+}
+
+/** Count (and optionally replace) FileHandle#writev calls while `body` runs. */
+async function withWritev<T>(impl: ((orig: WritevFn, self: fsp.FileHandle, buffers: readonly NodeJS.ArrayBufferView[], call: number) => ReturnType<WritevFn>) | null, body: (calls: () => number) => Promise<T>): Promise<T> {
+  const probe = await fsp.open(path.join(tempDir(), 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { writev: WritevFn };
+  await probe.close();
+  const orig = proto.writev;
+  let calls = 0;
+  proto.writev = function (this: fsp.FileHandle, buffers: readonly NodeJS.ArrayBufferView[], position?: number) {
+    calls++;
+    return impl === null ? orig.call(this, buffers, position) : impl(orig, this, buffers, calls);
+  };
+  try {
+    return await body(() => calls);
+  } finally {
+    proto.writev = orig;
+  }
+}
+type WritevFn = (this: fsp.FileHandle, buffers: readonly NodeJS.ArrayBufferView[], position?: number) => Promise<{ bytesWritten: number }>;
+
+test('file sink: chunks land byte-exact and in order, what queued during a write goes in one writev, counters in records', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 1, ...FILE_DEFAULTS });
+  const expected: string[] = [];
+  let records = 0;
+  await withWritev(null, async (calls) => {
+    for (let c = 0; c < 50; c++) {
+      const lines = Array.from({ length: 1 + (c % 7) }, (_, i) => wideLine(c * 10 + i));
+      expected.push(...lines);
+      records += lines.length;
+      assert.equal(sink.writeChunk(chunkOf(lines), lines.length), true);
+      if (c === 25) {
+        // The main thread's own records take the same path.
+        const own = line(-c);
+        expected.push(own);
+        records++;
+        assert.equal(sink.write(own), true);
+      }
+    }
+    await sink.flush();
+    // The first chunk starts the write; everything after it waits for that one write, then goes in a single writev.
+    assert.equal(calls(), 2);
+  });
+  assert.deepEqual(readFileSync(file), Buffer.from(expected.join(''), 'utf8'));
+  assert.deepEqual(sink.stats(), { written: records, dropped: 0, queued: 0, failures: 0 });
+  await sink.close();
+});
+
+test('file sink: rotation splits a multi-line chunk at the last line that fits; no file passes max_bytes', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  const maxBytes = 1000;
+  const sink = await FileSink.open({ path: file, maxBytes, keep: 10, ...FILE_DEFAULTS });
+  // One small line first, so the chunk starts mid-file; then one chunk of 40 lines of unequal width (~2.8 files).
+  const lines = [line(0), ...Array.from({ length: 40 }, (_, i) => wideLine(i + 1, (i * 7) % 30))];
+  sink.write(lines[0]!);
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(1)), 40), true);
+  await sink.flush();
+  const names = readdirSync(dir)
+    .filter((n) => n.startsWith('audit.log'))
+    .sort((a, b) => (b.length - a.length) || b.localeCompare(a)); // oldest (.3) first, live file last
+  assert.ok(names.length >= 3, `rotated at least twice (${names.join(', ')})`);
+  assert.equal(names.at(-1), 'audit.log');
+  const files = names.map((n) => readFileSync(path.join(dir, n)));
+  for (const [i, f] of files.entries()) {
+    assert.ok(f.length <= maxBytes, `${names[i]} within max_bytes (${f.length})`);
+    assert.equal(f.at(-1), 0x0a, 'ends on a line end');
+    const fileLines = f.toString('utf8').split('\n').slice(0, -1);
+    for (const l of fileLines) JSON.parse(l);
+    if (i < files.length - 1) {
+      // Rotated only when the next line did not fit: the split is at the last line that fits, not earlier.
+      const nextFirst = Buffer.byteLength(`${files[i + 1]!.toString('utf8').split('\n')[0]!}\n`);
+      assert.ok(f.length + nextFirst > maxBytes, `${names[i]} was full (${f.length} + ${nextFirst})`);
+    }
+  }
+  assert.deepEqual(Buffer.concat(files), Buffer.from(lines.join(''), 'utf8'), 'every byte once, in order');
+  assert.deepEqual(sink.stats(), { written: 41, dropped: 0, queued: 0, failures: 0 });
+  await sink.close();
+});
+
+test('file sink: a line longer than max_bytes inside a chunk goes alone into a fresh file', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 200, keep: 3, ...FILE_DEFAULTS });
+  assert.equal(sink.writeChunk(chunkOf([line(1), line(2, 500), line(3), line(4)]), 4), true);
+  await sink.flush();
+  assert.equal(readFileSync(`${file}.2`, 'utf8'), line(1));
+  assert.equal(readFileSync(`${file}.1`, 'utf8'), line(2, 500));
+  assert.equal(readFileSync(file, 'utf8'), line(3) + line(4));
+  assert.equal(sink.stats().written, 4);
+  await sink.close();
+});
+
+test('file sink: a chunk larger than the room left in the queue keeps its fitting lines; the rest are dropped (counted)', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  mkdirSync(file); // failing, so the queue only fills
+  const sink = FileSink.lazy({ path: file, maxBytes: 1 << 20, keep: 1, maxQueuedRecords: 5, maxQueuedBytes: 1 << 20, retryMs: 20 });
+  const lines = Array.from({ length: 8 }, (_, i) => wideLine(i));
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(0, 3)), 3), true);
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(3)), 5), false, 'only 2 of 5 fit');
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 3, queued: 5, failures: sink.stats().failures });
+  assert.equal(sink.healthy, false, 'saturated');
+  rmSync(file, { recursive: true });
+  await until(() => sink.healthy && sink.stats().queued === 0);
+  assert.equal(readFileSync(file, 'utf8'), lines.slice(0, 5).join(''));
+  assert.equal(sink.stats().written, 5);
+  await sink.close();
+});
+
+test('file sink: a short writev is continued from the right byte (across buffers)', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  // Lazy: the chunks queue while the file opens, so the first writev gets several buffers.
+  const sink = FileSink.lazy({ path: file, maxBytes: 1 << 20, keep: 1, ...FILE_DEFAULTS });
+  const chunks = [0, 1, 2].map((c) => [wideLine(c * 2), wideLine(c * 2 + 1)]);
+  await withWritev(
+    (orig, self, buffers, call) => {
+      if (call > 1) return orig.call(self, buffers);
+      // The first buffer whole and 5 bytes of the second (mid-line, mid-character).
+      const first = buffers[0] as Uint8Array;
+      const second = (buffers[1] as Uint8Array).subarray(0, 5);
+      return orig.call(self, [first, second]);
+    },
+    async (calls) => {
+      for (const c of chunks) sink.writeChunk(chunkOf(c), 2);
+      await sink.flush();
+      assert.equal(calls(), 2);
+    },
+  );
+  assert.deepEqual(readFileSync(file), Buffer.from(chunks.flat().join(''), 'utf8'));
+  assert.deepEqual(sink.stats(), { written: 6, dropped: 0, queued: 0, failures: 0 });
+  await sink.close();
+});
+
+test('file sink: a write failing after part of a batch is truncated away; the retry writes whole lines once', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 1, ...FILE_DEFAULTS });
+  sink.write(line(0));
+  await sink.flush();
+  const lines = [1, 2, 3, 4].map((i) => wideLine(i));
+  await withWritev(
+    (orig, self, buffers, call) => {
+      if (call === 1) return orig.call(self, [(buffers[0] as Uint8Array).subarray(0, 17)]);
+      if (call === 2) return Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+      return orig.call(self, buffers);
+    },
+    async () => {
+      sink.writeChunk(chunkOf(lines), 4);
+      await until(() => !sink.healthy);
+      assert.match(sink.lastError ?? '', /ENOSPC/);
+      assert.equal(readFileSync(file, 'utf8'), line(0), 'the 17 bytes written before the error are gone');
+      assert.equal(sink.stats().queued, 4);
+      await until(() => sink.healthy && sink.stats().queued === 0);
+    },
+  );
+  assert.deepEqual(readFileSync(file), Buffer.from(line(0) + lines.join(''), 'utf8'));
+  assert.deepEqual(sink.stats(), { written: 5, dropped: 0, queued: 0, failures: 1 });
   await sink.close();
 });
 
@@ -224,6 +429,26 @@ test('stdout sink: honours backpressure with a bounded queue, drains in order, c
   await sink.close();
 });
 
+test('stdout sink: chunks go to the stream as their own bytes; under backpressure they queue (bounded, split at lines) and drain in order', async () => {
+  const stream = new SlowStream();
+  const sink = new StdoutSink({ stream, maxQueuedRecords: 3, maxQueuedBytes: 1 << 20 });
+  const lines = Array.from({ length: 7 }, (_, i) => wideLine(i));
+  const first = chunkOf(lines.slice(0, 3));
+  assert.equal(sink.writeChunk(first, 3), true, 'written at once (and fills the 64-byte buffer)');
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(3, 5)), 2), true, 'queued');
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(5, 7)), 2), false, 'one of two fits the 3-record queue');
+  assert.deepEqual(sink.stats(), { written: 3, dropped: 1, queued: 3, failures: 0 });
+  while (stream.pending.length > 0 || sink.stats().queued > 0) {
+    stream.release();
+    await new Promise((r) => setImmediate(r));
+  }
+  await sink.flush();
+  assert.equal(stream.chunks[0], lines.slice(0, 3).join(''), 'the chunk is one stream write');
+  assert.equal(stream.chunks.join(''), lines.slice(0, 6).join(''));
+  assert.deepEqual(sink.stats(), { written: 6, dropped: 1, queued: 0, failures: 0 });
+  await sink.close();
+});
+
 test('stdout sink: a stream error (EPIPE) is final: unhealthy, later lines dropped', async () => {
   const stream = new Writable({
     write(_chunk, _enc, cb) {
@@ -299,6 +524,8 @@ test('http sink: full batches go at once, a partial one at the flush interval; N
   assert.equal(c.received[0]!.contentType, 'application/x-ndjson');
   const all = c.received.flatMap((r) => r.lines).map((l) => (JSON.parse(l) as { n: number }).n);
   assert.deepEqual(all, Array.from({ length: 25 }, (_, i) => i));
+  // The collector has the batch before the sink has its answer: wait for that too.
+  await sink.flush();
   assert.deepEqual(sink.stats(), { written: 25, dropped: 0, queued: 0, failures: 0 });
   await sink.close();
   await c.close();
@@ -311,6 +538,26 @@ test('http sink: batch byte limit splits batches', async () => {
   await sink.flush();
   await until(() => c.received.flatMap((r) => r.lines).length === 10);
   for (const r of c.received) assert.ok(r.lines.join('\n').length + 1 <= 300);
+  await sink.close();
+  await c.close();
+});
+
+test('http sink: one chunk is cut into batches at line boundaries by records and by bytes', async () => {
+  const c = await collector();
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, batchMaxRecords: 10, batchMaxBytes: 700 });
+  const lines = Array.from({ length: 25 }, (_, i) => wideLine(i, i === 12 ? 800 : 0));
+  assert.equal(sink.writeChunk(chunkOf(lines), 25), true);
+  await sink.flush();
+  await until(() => c.received.flatMap((r) => r.lines).length === 25);
+  for (const r of c.received) {
+    assert.ok(r.lines.length <= 10);
+    // Within the byte bound, except a single line longer than it (it goes alone).
+    const size = Buffer.byteLength(r.lines.join('\n')) + 1;
+    assert.ok(size <= 700 || r.lines.length === 1, `batch of ${size} bytes`);
+  }
+  assert.ok(c.received.some((r) => r.lines.length === 1 && r.lines[0]!.length > 700), 'the long line alone');
+  assert.deepEqual(c.received.flatMap((r) => r.lines).map((l) => `${l}\n`), lines, 'every line once, in order, byte-exact');
+  assert.deepEqual(sink.stats(), { written: 25, dropped: 0, queued: 0, failures: 0 });
   await sink.close();
   await c.close();
 });

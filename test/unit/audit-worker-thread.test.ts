@@ -1,6 +1,7 @@
 // The cross-thread audit path with a real worker_threads Worker: records made
-// in the worker arrive in the main thread's file sink, in order, and a health
-// change in the main thread reaches the worker's fail-closed check.
+// in the worker arrive in the main thread's file sink, in order and byte-exact,
+// their chunks really transferred (detached in the worker after posting), and
+// a health change in the main thread reaches the worker's fail-closed check.
 // This file is its own worker script (isMainThread decides which half runs).
 
 import assert from 'node:assert/strict';
@@ -16,7 +17,7 @@ import { FileSink, type AuditSink, type AuditSinkStats } from '../../src/audit/s
 import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage } from '../../src/audit/worker-side.ts';
 
 type ToWorker = AuditControlMessage | { type: 'make'; from: number; count: number } | { type: 'probe' } | { type: 'stop' };
-type FromWorker = AuditBatchMessage | { type: 'made' } | { type: 'probe'; canProceed: boolean } | { type: 'stopped' };
+type FromWorker = AuditBatchMessage | { type: 'made' } | { type: 'probe'; canProceed: boolean } | { type: 'stopped'; chunks: number; detached: number };
 
 function record(n: number): AuditRecord {
   return {
@@ -35,16 +36,25 @@ function record(n: number): AuditRecord {
     policy_revision: 'r1',
     decision_us: 1,
     protocol: 'extended',
-    sql: `SELECT ${n} -- \n\u2028"`,
+    sql: `SELECT ${n} -- \n\u2028"é😀`,
   };
 }
 
 if (!isMainThread) {
   const port = parentPort!;
   const data = workerData as { healthy: boolean };
+  // Posted chunks, and those whose ArrayBuffer was gone from this thread right after postMessage (transferred, not copied).
+  let chunks = 0;
+  let detached = 0;
   const auditor = new WorkerAuditor(
     { workerId: 1, mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off', bufferRecords: 1000, bufferBytes: 1 << 20, batchRecords: 64, flushIntervalMs: 10 },
-    (msg) => port.postMessage(msg),
+    (msg, transfer) => {
+      const bytes = msg.chunk?.byteLength ?? 0;
+      port.postMessage(msg, transfer);
+      if (msg.chunk === null) return;
+      chunks++;
+      if (bytes > 0 && msg.chunk.byteLength === 0 && msg.chunk.buffer.byteLength === 0) detached++;
+    },
     data.healthy ? 'healthy' : 'unknown',
   );
   auditor.start();
@@ -63,7 +73,7 @@ if (!isMainThread) {
         return;
       case 'stop':
         auditor.stop();
-        port.postMessage({ type: 'stopped' } satisfies FromWorker);
+        port.postMessage({ type: 'stopped', chunks, detached } satisfies FromWorker);
         port.close();
         return;
     }
@@ -89,6 +99,9 @@ if (!isMainThread) {
     }
     onHealthChange(l: (healthy: boolean) => void): void {
       this.listeners.push(l);
+    }
+    writeChunk(data: Uint8Array, records: number): boolean {
+      return this.inner.writeChunk(data, records);
     }
     write(line: string): boolean {
       return this.inner.write(line);
@@ -118,8 +131,16 @@ if (!isMainThread) {
       );
       worker = new Worker(new URL(import.meta.url), { workerData: { healthy: hub.sinkHealthy } });
       const waiters: Array<(m: FromWorker) => boolean> = [];
+      let received = 0;
+      let receivedBytes = 0;
       worker.on('message', (m: FromWorker) => {
-        if (m.type === 'audit') hub.accept(m);
+        if (m.type === 'audit') {
+          if (m.chunk !== null) {
+            received++;
+            receivedBytes += m.chunk.byteLength;
+          }
+          hub.accept(m);
+        }
         const i = waiters.findIndex((w) => w(m));
         if (i >= 0) waiters.splice(i, 1);
       });
@@ -157,13 +178,18 @@ if (!isMainThread) {
       send({ type: 'make', from: 507, count: 3 });
       await next('made');
       send({ type: 'stop' });
-      await next('stopped');
+      const stopped = await next('stopped');
       await new Promise((r) => worker!.once('exit', r));
       await hub.close();
-      const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1);
+      assert.ok(stopped.chunks >= 9, `batches of 64 and the timer's (${stopped.chunks})`);
+      assert.equal(stopped.detached, stopped.chunks, 'every chunk was transferred: detached in the worker after postMessage');
+      assert.equal(received, stopped.chunks);
+      const bytes = readFileSync(file);
+      assert.equal(bytes.length, receivedBytes, 'the file holds exactly the bytes the worker sent');
+      const lines = bytes.toString('utf8').split('\n').slice(0, -1);
       const ns = lines.map((l) => (JSON.parse(l) as AuditRecord).unix_ms);
       assert.deepEqual(ns, Array.from({ length: 510 }, (_, i) => i), 'every record, in order, one per line');
-      assert.equal((JSON.parse(lines[5]!) as AuditRecord).sql, 'SELECT 5 -- \n\u2028"');
+      assert.equal((JSON.parse(lines[5]!) as AuditRecord).sql, 'SELECT 5 -- \n\u2028"é😀');
       assert.deepEqual(auditor.stats().dropped, 0);
     } finally {
       await worker?.terminate();
