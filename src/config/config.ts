@@ -93,7 +93,19 @@ export interface Config {
   file: string | null;
   listen: { host: string; port: number };
   workers: number;
-  upstream: { host: string; port: number; connectTimeoutMs: number; tls: UpstreamTlsConfig };
+  upstream: {
+    host: string;
+    port: number;
+    connectTimeoutMs: number;
+    tls: UpstreamTlsConfig;
+    /**
+     * eager: log in upstream as soon as the client is authenticated. lazy: on the
+     * client's first message, when the worker already knows the server's
+     * ParameterStatus values for the same role, database and parameters (an idle
+     * client then holds no upstream connection).
+     */
+    connect: 'eager' | 'lazy';
+  };
   tls: ClientTlsConfig | null;
   auth: AuthConfig;
   proxyProtocol: ProxyProtocolConfig | null;
@@ -358,7 +370,7 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   if (upTlsMode === 'verify-full' && upCa === null) problems.add(ut.key('ca_file'), 'is required for mode verify-full (the CA bundle the server certificate must chain to)');
   const upstreamTls: UpstreamTlsConfig = { mode: upTlsMode, caFile: upCa?.path ?? null, caPem: upCa?.text ?? null, serverName: ut.optionalString('server_name') };
   ut.finish();
-  const upstream = { host: upHost, port: upPort, connectTimeoutMs: upTimeout, tls: upstreamTls };
+  const upstream = { host: upHost, port: upPort, connectTimeoutMs: upTimeout, tls: upstreamTls, connect: up.oneOf('connect', ['eager', 'lazy'] as const, 'lazy') };
   up.finish();
 
   let tls: ClientTlsConfig | null = null;

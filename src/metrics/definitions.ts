@@ -37,7 +37,7 @@ export const OTHER_LABEL = '_other';
 
 export const DECISIONS = ['allow', 'deny'] as const;
 export const PROTOCOLS = ['simple', 'extended'] as const;
-export const CLIENT_STATES = ['startup', 'authenticating', 'connecting', 'relay'] as const;
+export const CLIENT_STATES = ['startup', 'authenticating', 'parked', 'connecting', 'relay'] as const;
 export const CACHE_RESULTS = ['hit', 'miss'] as const;
 export const DECISION_KINDS = ['connect', 'statement'] as const;
 export const AUTH_METHODS = ['scram-sha-256', 'md5', 'password', 'cert', 'jwt', 'other'] as const;
@@ -88,7 +88,7 @@ const worker: LabelDef = { name: 'worker', values: 'worker' };
 
 export const METRICS = [
   // ---- counted in the workers
-  { name: 'rolegate_client_connections', type: 'gauge', scope: 'worker', help: 'Client connections open now, by worker and session state (relay = authenticated and connected upstream).', labels: [{ name: 'state', values: CLIENT_STATES }] },
+  { name: 'rolegate_client_connections', type: 'gauge', scope: 'worker', help: 'Client connections open now, by worker and session state (parked = authenticated, upstream login deferred to the first message; relay = connected upstream).', labels: [{ name: 'state', values: CLIENT_STATES }] },
   { name: 'rolegate_client_connections_accepted_total', type: 'counter', scope: 'worker', help: 'Client TCP connections accepted by a worker listener.', labels: [] },
   { name: 'rolegate_client_connections_refused_total', type: 'counter', scope: 'worker', help: 'Client connections closed by rolegate before reaching relay, by reason.', labels: [{ name: 'reason', values: REFUSE_REASONS }] },
   { name: 'rolegate_auth_failures_total', type: 'counter', scope: 'worker', help: 'Failed client authentications, by method.', labels: [{ name: 'method', values: AUTH_METHODS }] },
@@ -146,6 +146,8 @@ export function clientStateLabel(state: string): (typeof CLIENT_STATES)[number] 
     case 'password':
     case 'authenticating':
       return 'authenticating';
+    case 'parked':
+      return 'parked';
     case 'connecting':
       return 'connecting';
     case 'relay':

@@ -16,7 +16,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { Config } from '../config/config.ts';
+import type { Config, RoleCredentials } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
 import type { ConnectInput, IdentityInput, StatementFacts } from '../policy/contract.ts';
 import type { CertIdentitySource } from '../config/config.ts';
@@ -26,6 +26,7 @@ import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } from '../auth/scram.ts';
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
+import { changedParameters, WelcomeCache } from '../upstream/welcome.ts';
 import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
 import type { JwtVerifier } from '../auth/jwt.ts';
 import type { AuditRecorder } from '../audit/auditor.ts';
@@ -52,6 +53,8 @@ export interface SessionHost {
   readonly handles: SessionMetricHandles;
   readonly time: TimeSource;
   readonly scramCache: SaltedPasswordCache;
+  /** The server's ParameterStatus values by login (upstream.connect: lazy). */
+  readonly welcomes: WelcomeCache;
   /** Per-process secret that makes mock SCRAM salts stable per unknown user name. */
   readonly mockSeed: Buffer;
   readonly log: SessionLog;
@@ -121,7 +124,18 @@ function refuseReason(code: ErrorCode): RefuseReason {
 /** What the tracker follows per execution: an audit record, or (audit off) just enough for the latency histogram. */
 type Tracked = TrackedExecution & { protocol?: 'simple' | 'extended'; audit?: AuditRecord['audit'] };
 
-type State = 'proxy-header' | 'startup' | 'tls-handshake' | 'sasl-initial' | 'sasl-final' | 'password' | 'authenticating' | 'connecting' | 'relay' | 'closed';
+/** parked: authenticated and greeted, upstream login deferred to the first message (upstream.connect: lazy). */
+type State = 'proxy-header' | 'startup' | 'tls-handshake' | 'sasl-initial' | 'sasl-final' | 'password' | 'authenticating' | 'parked' | 'connecting' | 'relay' | 'closed';
+
+/** The upstream login a session will make (now, or on its first message when parked). */
+interface UpstreamPlan {
+  role: string;
+  database: string;
+  parameters: Map<string, string>;
+  welcomeKey: string;
+  /** ParameterStatus values the client was greeted with (parked); null: not greeted yet. */
+  announced: ReadonlyMap<string, string> | null;
+}
 
 /** A denial whose injected failing statement is on its way upstream. */
 interface PendingDenial {
@@ -214,6 +228,7 @@ export class ClientSession {
   private upstreamSentFatal = false;
   /** Client bytes that arrived while the upstream was being connected. */
   private heldClientChunks: Buffer[] = [];
+  private plan: UpstreamPlan | null = null;
   /** PREPARE'd statements and cursors of this session (what EXECUTE runs). */
   private readonly sqlState = new SessionSqlState();
   /** Portals bound through this session: portal → statement (and bound parameters when audited). */
@@ -300,6 +315,9 @@ export class ClientSession {
       case 'connecting':
         this.heldClientChunks.push(chunk);
         if (this.heldClientChunks.length > 64) this.client.pause();
+        return;
+      case 'parked':
+        this.unpark(chunk);
         return;
       case 'closed':
         return;
@@ -565,11 +583,14 @@ export class ClientSession {
         if (rest.length > 0) this.startupBuf = rest;
         return;
       }
-      if (after === 'connecting') {
+      if (after === 'connecting' || after === 'parked') {
         // Anything the client pipelined after its final SASL message waits for the upstream.
         const rest = framer.takeRest();
         this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
-        if (rest.length > 0) this.heldClientChunks.push(rest);
+        if (rest.length > 0) {
+          if (after === 'parked') this.unpark(rest);
+          else this.heldClientChunks.push(rest);
+        }
         return;
       }
     }
@@ -655,13 +676,8 @@ export class ClientSession {
       cacheKey: [identity.method, identity.name, JSON.stringify(identity.claims), identity.cert?.fingerprint ?? '', role, targetDb, input.client.addr, input.client.tls ? 'tls' : 'plain'].join('\u0001'),
       keyMemo: { bucket: -1, keys: [] },
     };
-    const creds = Object.hasOwn(this.config.roles, role) ? this.config.roles[role] : undefined;
-    if (creds === undefined) {
-      this.host.log.warn({ session: this.id, role }, 'no upstream credentials for role');
-      return this.fatal('RG_UPSTREAM_AUTH', `rolegate holds no upstream credentials for role "${role}"`);
-    }
+    if (this.credentials(role) === null) return;
     this.clearStartupTimer();
-    this.state = 'connecting';
     const upstreamParams = new Map<string, string>();
     for (const [k, v] of this.params) {
       if (k === 'user' || k === 'database' || k === 'options') continue;
@@ -669,8 +685,71 @@ export class ClientSession {
       if (k === 'fallback_application_name' && !this.params.has('application_name')) upstreamParams.set('application_name', v);
       else if (this.isPassthrough(k)) upstreamParams.set(k, v);
     }
-    connectUpstream(this.config.upstream, { user: role, database: targetDb, password: creds.password, parameters: upstreamParams }, this.host.scramCache).then(
+    const welcomeKey = WelcomeCache.key(this.config.upstream, role, targetDb, upstreamParams);
+    this.plan = { role, database: targetDb, parameters: upstreamParams, welcomeKey, announced: null };
+    if (this.config.upstream.connect === 'eager') return this.connectUpstream();
+    const welcomes = this.host.welcomes;
+    const welcome = welcomes.get(welcomeKey);
+    if (welcome !== undefined) return this.park(welcome);
+    // The first login of its kind: wait for one under way, or be the one.
+    this.state = 'connecting';
+    const waiting = welcomes.wait(welcomeKey, (greeting) => {
+      if (this.state !== 'connecting') return;
+      if (greeting === null) this.connectUpstream();
+      else this.park(greeting);
+    });
+    if (waiting) return;
+    welcomes.begin(welcomeKey);
+    this.connectUpstream();
+  }
+
+  /** Greet the client as the server did at the last login of this kind; log in upstream on its first message. */
+  private park(welcome: ReadonlyMap<string, string>): void {
+    const plan = this.plan as UpstreamPlan;
+    plan.announced = welcome;
+    this.state = 'parked';
+    this.greet(welcome, TxStatus.Idle);
+    this.host.log.debug({ session: this.id, role: plan.role, database: plan.database }, 'session ready (upstream deferred)');
+    // Bytes the client pipelined before its greeting.
+    if (this.heldClientChunks.length > 0) this.connectUpstream();
+  }
+
+  /** The current config's upstream credentials for `role`; null (and the session ended) when it has none. */
+  private credentials(role: string): RoleCredentials | null {
+    const roles = this.host.config.roles;
+    if (Object.hasOwn(roles, role)) return roles[role] as RoleCredentials;
+    this.host.log.warn({ session: this.id, role }, 'no upstream credentials for role');
+    this.fatal('RG_UPSTREAM_AUTH', `rolegate holds no upstream credentials for role "${role}"`);
+    return null;
+  }
+
+  /** ParameterStatus…, BackendKeyData (this session's own keys), ReadyForQuery. */
+  private greet(parameterStatus: ReadonlyMap<string, string>, txStatus: number): void {
+    const keys = this.host.register(this);
+    this.processId = keys.processId;
+    this.secretKey = keys.secretKey;
+    const out: Buffer[] = [];
+    for (const [k, v] of parameterStatus) out.push(be.parameterStatus(k, v));
+    out.push(be.backendKeyData(this.processId, this.secretKey), be.readyForQuery(txStatus));
+    this.client.write(Buffer.concat(out));
+  }
+
+  /** The parked client sent something: a Terminate alone ends the session here; anything else logs in upstream first. */
+  private unpark(chunk: Buffer): void {
+    if (chunk.length === TERMINATE.length && chunk.equals(TERMINATE)) return this.close();
+    this.heldClientChunks.push(chunk);
+    this.connectUpstream();
+  }
+
+  private connectUpstream(): void {
+    const plan = this.plan as UpstreamPlan;
+    // Credentials and target as configured now (a reload may have rotated them while the session was parked).
+    const creds = this.credentials(plan.role);
+    if (creds === null) return;
+    this.state = 'connecting';
+    connectUpstream(this.host.config.upstream, { user: plan.role, database: plan.database, password: creds.password, parameters: plan.parameters }, this.host.scramCache).then(
       (ready) => {
+        this.host.welcomes.set(plan.welcomeKey, ready.parameterStatus);
         if (this.state === 'closed') {
           ready.socket.end(TERMINATE);
           return;
@@ -679,27 +758,28 @@ export class ClientSession {
         this.upstreamProcessId = ready.processId;
         this.upstreamSecretKey = ready.secretKey;
         this.txStatus = ready.txStatus;
-        const keys = this.host.register(this);
-        this.processId = keys.processId;
-        this.secretKey = keys.secretKey;
-        const out: Buffer[] = [];
-        for (const [k, v] of ready.parameterStatus) out.push(be.parameterStatus(k, v));
-        out.push(be.backendKeyData(this.processId, this.secretKey), be.readyForQuery(this.txStatus));
         this.state = 'relay';
         ready.socket.on('data', (chunk: Buffer) => this.relayUpstream(chunk));
         ready.socket.on('error', (err) => this.onUpstreamGone(err));
         ready.socket.on('close', () => this.onUpstreamGone(null));
         ready.socket.on('drain', () => this.client.resume());
-        this.client.write(Buffer.concat(out));
-        this.host.log.debug({ session: this.id, identity: identity.name, role, database: targetDb }, 'session ready');
+        if (plan.announced === null) this.greet(ready.parameterStatus, this.txStatus);
+        else {
+          // What changed since the greeting (e.g. ALTER ROLE ... SET), before any answer.
+          const changed = changedParameters(plan.announced, ready.parameterStatus);
+          if (changed.length > 0) this.client.write(Buffer.concat(changed.map(([k, v]) => be.parameterStatus(k, v))));
+        }
+        this.plan = null;
+        this.host.log.debug({ session: this.id, role: plan.role, database: plan.database }, 'session ready');
         const held = this.heldClientChunks;
         this.heldClientChunks = [];
         this.client.resume();
         for (const chunk of held) this.relayClient(chunk);
       },
       (err: unknown) => {
+        this.host.welcomes.fail(plan.welcomeKey);
         const e = err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_UNREACHABLE', String(err));
-        this.host.log.warn({ session: this.id, role, database: targetDb, code: e.code, err: e.message }, 'upstream connect failed');
+        this.host.log.warn({ session: this.id, role: plan.role, database: plan.database, code: e.code, err: e.message }, 'upstream connect failed');
         const kinds = this.host.handles.upstreamErrors;
         this.host.metrics.inc(e.code === 'RG_UPSTREAM_UNREACHABLE' ? kinds.unreachable : e.code === 'RG_UPSTREAM_AUTH' ? kinds.auth : e.code === 'RG_UPSTREAM_PROTOCOL' ? kinds.protocol : e.code === 'RG_UPSTREAM_LOST' ? kinds.lost : kinds.other);
         // The client learns the class of failure, not the upstream's internals.
@@ -1196,7 +1276,7 @@ export class ClientSession {
   private onStartupTimeout(): void {
     this.startupTimer = null;
     const state = this.state;
-    if (state !== 'connecting' && state !== 'relay' && state !== 'closed') {
+    if (state !== 'parked' && state !== 'connecting' && state !== 'relay' && state !== 'closed') {
       this.fatal('RG_STARTUP_TIMEOUT', state === 'startup' || state === 'proxy-header' || state === 'tls-handshake' ? undefined : 'authentication timed out');
     }
   }

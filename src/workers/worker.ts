@@ -16,6 +16,7 @@ import type { Authorizer } from '../session/authorizer.ts';
 import { offsetClock, systemClock, TimeSource } from '../session/clock.ts';
 import { ClientSession, randomSecretKey, type SessionHost } from '../session/session.ts';
 import { FactsCache } from '../sql/facts-cache.ts';
+import { WelcomeCache } from '../upstream/welcome.ts';
 import { JwtVerifier } from '../auth/jwt.ts';
 import { cidrContains, parseCidr, type Cidr } from '../protocol/proxy-protocol.ts';
 import { createAuthorizer } from './authorizer-factory.ts';
@@ -224,6 +225,7 @@ const host: SessionHost = {
   handles,
   time,
   scramCache: new Map() as SaltedPasswordCache,
+  welcomes: new WelcomeCache(),
   mockSeed: Buffer.from(data.mockSeed),
   log,
   authorizer: () => authorizer,

@@ -1,15 +1,24 @@
-// 1000 idle clients through rolegate stay connected and usable; the proxy's
-// memory per 1000 idle clients is reported as a test diagnostic.
+// 1000 idle clients through rolegate stay connected and usable, holding no
+// upstream connection while idle (upstream.connect: lazy, the default); the
+// proxy's memory per 1000 idle clients is reported as a test diagnostic.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import { adminQuery } from '../helpers/pg.ts';
 import { query, RawClient } from '../helpers/raw-client.ts';
 
 const CLIENTS = 1000;
 const BATCH = 50;
+const WORKERS = 2;
+const APP = `idle-${process.pid}`;
+
+async function upstreamSessions(): Promise<number> {
+  const rows = await adminQuery<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = '${APP}'`);
+  return Number(rows[0]?.n);
+}
 
 function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -23,7 +32,7 @@ describe(`${CLIENTS} idle clients`, () => {
 
   before(async () => {
     await ensureDemoDatabase();
-    proxy = await startProxy(demoConfig({ workers: 2 }));
+    proxy = await startProxy(demoConfig({ workers: WORKERS }));
   });
   after(async () => {
     for (const c of clients) c.socket.destroy();
@@ -49,7 +58,7 @@ describe(`${CLIENTS} idle clients`, () => {
       const batch = await Promise.all(
         Array.from({ length: Math.min(BATCH, CLIENTS - i) }, async () => {
           const c = await RawClient.connect(proxy.port);
-          await c.login('reporting-svc', DEMO_USERS['reporting-svc']);
+          await c.login('reporting-svc', DEMO_USERS['reporting-svc'], 'app', { application_name: APP });
           return c;
         }),
       );
@@ -61,6 +70,8 @@ describe(`${CLIENTS} idle clients`, () => {
     // The second half's growth excludes the heap the first logins grew once (login garbage, JIT).
     const marginalMiB = ((loaded - halfway) / (clients.length / 2)) * 1000 / 1024 / 1024;
     t.diagnostic(`proxy RSS: ${(baseline / 1048576).toFixed(1)} MiB before, ${(loaded / 1048576).toFixed(1)} MiB with ${clients.length} idle clients → ${perThousandMiB.toFixed(1)} MiB per 1000 idle clients overall, ${marginalMiB.toFixed(1)} MiB per 1000 for the second ${clients.length / 2}`);
+    // Only the first login of this kind per worker went upstream at once (its greeting serves the rest).
+    assert.ok((await upstreamSessions()) <= WORKERS, 'idle clients hold no upstream connection');
 
     // Every one of them still answers, with its own result.
     for (let i = 0; i < clients.length; i += BATCH) {
@@ -75,5 +86,6 @@ describe(`${CLIENTS} idle clients`, () => {
       );
     }
     assert.equal(clients.filter((c) => c.closed).length, 0, 'no client was disconnected');
+    assert.equal(await upstreamSessions(), CLIENTS, 'each client that sent a query holds its own upstream session');
   });
 });

@@ -60,6 +60,7 @@ upstream:
   host: db.internal
   port: 5433
   connect_timeout_ms: 2500
+  connect: eager
 roles:
   app_reader: { password_env: APP_READER_PASSWORD }
   app_writer: { password_file: writer.secret }
@@ -102,7 +103,7 @@ describe('parseConfig: valid configs', () => {
     assert.equal(c.file, file);
     assert.deepEqual(c.listen, { host: '0.0.0.0', port: 7432 });
     assert.equal(c.workers, 3);
-    assert.deepEqual(c.upstream, { host: 'db.internal', port: 5433, connectTimeoutMs: 2500, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null } });
+    assert.deepEqual(c.upstream, { host: 'db.internal', port: 5433, connectTimeoutMs: 2500, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null }, connect: 'eager' });
     assert.deepEqual(c.limits, { maxMessageBytes: 1048576, startupTimeoutMs: 5000, maxClientConnections: 100, parseCacheEntries: 0, decisionCacheEntries: 10 });
     assert.deepEqual(c.roles, {
       app_reader: { password: 'reader-secret', source: 'env:APP_READER_PASSWORD' },
@@ -129,7 +130,7 @@ describe('parseConfig: valid configs', () => {
       assert.equal(c.file, null);
       assert.deepEqual(c.listen, { host: '127.0.0.1', port: 6432 });
       assert.equal(c.workers, Math.min(availableParallelism(), 127));
-      assert.deepEqual(c.upstream, { host: '127.0.0.1', port: 5432, connectTimeoutMs: 5000, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null } });
+      assert.deepEqual(c.upstream, { host: '127.0.0.1', port: 5432, connectTimeoutMs: 5000, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null }, connect: 'lazy' });
       assert.equal(c.tls, null);
       assert.deepEqual(c.auth, { cert: null, jwt: null });
       assert.equal(c.proxyProtocol, null);
