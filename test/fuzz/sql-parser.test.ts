@@ -144,7 +144,35 @@ describe('SQL facts under fuzzing', () => {
     },
   );
   const spacing = fc.constantFrom(' ', ' ', '\n', '\t', '');
-  const shapedText = fc.array(fc.tuple(piece, spacing), { minLength: 2, maxLength: 14 }).map((parts) => parts.map(([p, sp]) => p + sp).join(''));
+  const soup = fc.array(fc.tuple(piece, spacing), { minLength: 2, maxLength: 14 }).map((parts) => parts.map(([p, sp]) => p + sp).join(''));
+  // Mostly valid statements too, so that many texts really have a shared shape.
+  const integer = fc.integer({ min: 0, max: 999_999_999 }).map(String);
+  const expr = fc.oneof(
+    literal,
+    integer.map((i) => `-${i}`),
+    literal.map((l) => `${l}::text`),
+    fc.tuple(literal, literal).map(([a, b]) => `set_config(${a}, ${b}, false)`),
+    literal.map((l) => `nextval(${l})`),
+    literal.map((l) => `current_setting(${l})`),
+    fc.tuple(literal, literal).map(([a, b]) => `CASE WHEN a = ${a} THEN ${b} END`),
+    fc.tuple(literal, spacing, literal).map(([a, sp, b]) => `${a}${sp === '' ? ' ' : sp}${b}`),
+    fc.constantFrom('a', 'now()', 'NULL'),
+  );
+  const exprs = fc.array(expr, { minLength: 1, maxLength: 4 }).map((xs) => xs.join(', '));
+  const statement = fc.oneof(
+    fc.tuple(exprs, expr).map(([xs, w]) => `SELECT ${xs} FROM fuzz_t WHERE a = ${w}`),
+    fc.tuple(exprs, integer, integer).map(([xs, l, o]) => `SELECT ${xs} LIMIT ${l} OFFSET ${o}`),
+    fc.tuple(expr, expr).map(([v, w]) => `UPDATE fuzz_t SET a = a + ${v} WHERE a = ${w}`),
+    exprs.map((xs) => `INSERT INTO fuzz_t VALUES (${xs})`),
+    expr.map((w) => `DELETE FROM fuzz_t WHERE a = ${w}`),
+    fc.tuple(fc.constantFrom('search_path', 'role', 'application_name', 'work_mem'), literal).map(([k, v]) => `SET ${k} = ${v}`),
+    literal.map((l) => `COPY fuzz_t TO ${l}`),
+    integer.map((i) => `FETCH ${i} FROM c`),
+    exprs.map((xs) => `PREPARE p AS SELECT ${xs}`),
+    exprs.map((xs) => `EXECUTE p(${xs})`),
+    fc.tuple(exprs, exprs).map(([a, b]) => `SELECT ${a}; SELECT ${b}`),
+  );
+  const shapedText = fc.oneof(soup, fc.tuple(statement, fc.constantFrom('', ';', ' ;\n'))).map((x) => (typeof x === 'string' ? x : x[0] + x[1]));
 
   test('a text answered by its shape has exactly the facts a fresh parse gives', () => {
     let answeredByShape = 0;
