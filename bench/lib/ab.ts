@@ -1,0 +1,148 @@
+// A/B of rolegate configurations, measured in one run: one rolegate instance per
+// variant in front of one throwaway PostgreSQL, identical but for what the
+// variant changes (YAML appended to the demo config, node flags), and pgbench
+// cells interleaved round by round — the order of the variants alternating —
+// so the ratios are fair on a noisy machine. Reports per cell the median TPS
+// of each variant, its ratio to the first, and the proxy's CPU per
+// transaction (all threads, from /proc); finally each proxy's RSS.
+
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { demoConfigYaml, DEMO_USERS, prepareDemoDatabase } from '../../src/cli/demo.ts';
+import { startLocalPostgres } from '../../src/cli/local-postgres.ts';
+import { cpuMicros, rssBytes } from './procs.ts';
+
+const run = promisify(execFile);
+const CLI = path.resolve(import.meta.dirname, '../../src/cli/main.ts');
+
+export interface Variant {
+  name: string;
+  /** YAML appended to the demo config (top-level keys the demo config does not set); a function gets the run's directory (for files). */
+  yaml?: string | ((dir: string) => string);
+  /** Flags for the node process (e.g. V8 heap flags). */
+  nodeArgs?: string[];
+}
+
+export interface AbCell {
+  name: string;
+  user: keyof typeof DEMO_USERS;
+  /** pgbench arguments besides -c/-j/-T/-h/-p/-U. */
+  args: string[];
+  /** PGOPTIONS for the session (e.g. a role request). */
+  options?: string;
+}
+
+export const DEFAULT_CELLS: AbCell[] = [
+  { name: 'select-only prepared c8', user: 'reporting-svc', args: ['-S', '-M', 'prepared'] },
+  { name: 'select-only simple c8', user: 'reporting-svc', args: ['-S', '-M', 'simple'] },
+  { name: 'TPC-B prepared c8', user: 'orders-svc', args: ['-M', 'prepared'], options: '-c rolegate.role=app_writer' },
+];
+
+export interface AbOptions {
+  variants: Variant[];
+  cells?: AbCell[];
+  seconds: number;
+  rounds: number;
+  clients?: number;
+}
+
+async function startProxy(configFile: string, nodeArgs: string[]): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, 'start', '--config', configFile, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    let buf = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /"port":(\d+)[^\n]*"msg":"listening"|"msg":"listening"[^\n]*"port":(\d+)/.exec(buf);
+      if (m) resolve(Number(m[1] ?? m[2]));
+    });
+    child.on('exit', (code) => reject(new Error(`rolegate exited with ${code}`)));
+  });
+  return { child, port };
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+
+/** Run the A/B and print a markdown table; resolves with the per-cell medians. */
+export async function runAb(options: AbOptions): Promise<Map<string, Map<string, { tps: number; cpuUsPerTx: number }>>> {
+  const cells = options.cells ?? DEFAULT_CELLS;
+  const clients = options.clients ?? 8;
+  const pg = await startLocalPostgres({ settings: { max_connections: '300' } });
+  const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-ab-'));
+  const children: ChildProcess[] = [];
+  try {
+    const pw = { app_reader: 'r-bench', app_writer: 'w-bench', app_admin: 'a-bench' };
+    await prepareDemoDatabase((sql, db) => pg.psql(sql, db === undefined ? {} : { database: db }), pw);
+    await run('pgbench', ['-i', '-s', '5', '-h', '127.0.0.1', '-p', String(pg.port), '-U', pg.superuser, 'app'], { env: { ...process.env, PGPASSWORD: pg.superuserPassword } });
+    await pg.psql('GRANT SELECT ON ALL TABLES IN SCHEMA public TO app_reader; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_writer;', { database: 'app' });
+    const base = demoConfigYaml({ port: 0, upstreamPort: pg.port, rolePasswords: pw, withPolicy: true });
+    const proxies: Array<{ variant: Variant; port: number; pid: number }> = [];
+    for (const [i, variant] of options.variants.entries()) {
+      const file = path.join(dir, `variant-${i}.yaml`);
+      const extra = typeof variant.yaml === 'function' ? variant.yaml(dir) : (variant.yaml ?? '');
+      writeFileSync(file, base + extra);
+      const p = await startProxy(file, variant.nodeArgs ?? []);
+      children.push(p.child);
+      proxies.push({ variant, port: p.port, pid: p.child.pid as number });
+    }
+    const samples = new Map<string, Map<string, { tps: number[]; cpu: number[] }>>();
+    for (let round = 0; round < options.rounds; round++) {
+      for (const cell of cells) {
+        // Alternate the order, so no variant always runs on a warmer (or busier) machine.
+        const order = round % 2 === 0 ? proxies : [...proxies].reverse();
+        for (const proxy of order) {
+          const cpu0 = cpuMicros(proxy.pid);
+          const { stdout } = await run('pgbench', [...cell.args, '-c', String(clients), '-j', '2', '-T', String(options.seconds), '-n', '-h', '127.0.0.1', '-p', String(proxy.port), '-U', cell.user, 'app'], {
+            env: { ...process.env, PGPASSWORD: DEMO_USERS[cell.user], PGOPTIONS: cell.options ?? '' },
+          });
+          const cpu = cpuMicros(proxy.pid) - cpu0;
+          const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
+          const txs = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1]);
+          const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
+          if (failed > 0) throw new Error(`${cell.name} through ${proxy.variant.name}: ${failed} failed transactions`);
+          const perCell = samples.get(cell.name) ?? new Map<string, { tps: number[]; cpu: number[] }>();
+          const entry = perCell.get(proxy.variant.name) ?? { tps: [], cpu: [] };
+          entry.tps.push(tps);
+          entry.cpu.push(cpu / txs);
+          perCell.set(proxy.variant.name, entry);
+          samples.set(cell.name, perCell);
+          process.stderr.write(`round ${round + 1}/${options.rounds} ${cell.name} ${proxy.variant.name}: ${tps.toFixed(0)} tps, ${(cpu / txs).toFixed(1)} µs CPU/tx\n`);
+        }
+      }
+    }
+    const names = options.variants.map((v) => v.name);
+    const result = new Map<string, Map<string, { tps: number; cpuUsPerTx: number }>>();
+    const header = names.map((n, i) => (i === 0 ? `TPS ${n} | CPU µs/tx` : `TPS ${n} | ×${names[0]} | CPU µs/tx`)).join(' | ');
+    console.log(`\n| cell | ${header} |\n|---|${names.map((_, i) => (i === 0 ? '--:|--:|' : '--:|--:|--:|')).join('')}`);
+    for (const [cell, perCell] of samples) {
+      const row = new Map<string, { tps: number; cpuUsPerTx: number }>();
+      for (const n of names) {
+        const s = perCell.get(n) as { tps: number[]; cpu: number[] };
+        row.set(n, { tps: median(s.tps), cpuUsPerTx: median(s.cpu) });
+      }
+      result.set(cell, row);
+      const first = row.get(names[0] as string) as { tps: number };
+      const cols = names.map((n, i) => {
+        const v = row.get(n) as { tps: number; cpuUsPerTx: number };
+        return i === 0 ? `${v.tps.toFixed(0)} | ${v.cpuUsPerTx.toFixed(1)}` : `${v.tps.toFixed(0)} | ${(v.tps / first.tps).toFixed(3)} | ${v.cpuUsPerTx.toFixed(1)}`;
+      });
+      console.log(`| ${cell} | ${cols.join(' | ')} |`);
+    }
+    console.log(`\nmedians of ${options.rounds} interleaved rounds × ${options.seconds} s, ${clients} clients; proxy RSS at the end: ${proxies.map((p) => `${p.variant.name} ${(rssBytes(p.pid) / 1048576).toFixed(0)} MiB`).join(', ')}; Node ${process.version}`);
+    return result;
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A positive number given as `--name N` on the command line, else `fallback`. */
+export function numberArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i < 0 ? Number.NaN : Number(process.argv[i + 1]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
