@@ -115,6 +115,8 @@ export interface Config {
     maxClientConnections: number;
     parseCacheEntries: number;
     decisionCacheEntries: number;
+    /** V8 young generation of each worker thread, MiB (resourceLimits.maxYoungGenerationSizeMb). */
+    workerYoungGenerationMb: number;
   };
   users: Readonly<Record<string, UserConfig>>;
   roles: Readonly<Record<string, RoleCredentials>>;
@@ -454,6 +456,9 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
     maxClientConnections: lim.int('max_client_connections', 20_000, 1, 1_000_000),
     parseCacheEntries: lim.int('parse_cache_entries', 10_000, 0, 10_000_000),
     decisionCacheEntries: lim.int('decision_cache_entries', 50_000, 0, 10_000_000),
+    // V8 would grow it to ~48 MiB per worker as sessions accumulate (their objects survive
+    // scavenges): ~25 MiB more RSS per worker for nothing measurable (bench/README.md).
+    workerYoungGenerationMb: lim.int('worker_young_generation_mb', 12, 3, 1024),
   };
   lim.finish();
 

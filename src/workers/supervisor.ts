@@ -76,7 +76,7 @@ export class Supervisor {
       fixedTimeMs: this.options.fixedTimeMs,
       auditHealthy: this.options.audit?.sinkHealthy ?? true,
     };
-    const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}` });
+    const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}`, resourceLimits: { maxYoungGenerationSizeMb: this.options.config.limits.workerYoungGenerationMb } });
     slot.worker = worker;
     slot.listening = false;
     return new Promise((resolve, reject) => {

@@ -92,6 +92,7 @@ limits:
   max_client_connections: 100
   parse_cache_entries: 0
   decision_cache_entries: 10
+  worker_young_generation_mb: 24
 passthrough_parameters: [application_name, TimeZone]
 shutdown:
   drain_timeout_ms: 0
@@ -104,7 +105,7 @@ describe('parseConfig: valid configs', () => {
     assert.deepEqual(c.listen, { host: '0.0.0.0', port: 7432 });
     assert.equal(c.workers, 3);
     assert.deepEqual(c.upstream, { host: 'db.internal', port: 5433, connectTimeoutMs: 2500, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null }, connect: 'eager' });
-    assert.deepEqual(c.limits, { maxMessageBytes: 1048576, startupTimeoutMs: 5000, maxClientConnections: 100, parseCacheEntries: 0, decisionCacheEntries: 10 });
+    assert.deepEqual(c.limits, { maxMessageBytes: 1048576, startupTimeoutMs: 5000, maxClientConnections: 100, parseCacheEntries: 0, decisionCacheEntries: 10, workerYoungGenerationMb: 24 });
     assert.deepEqual(c.roles, {
       app_reader: { password: 'reader-secret', source: 'env:APP_READER_PASSWORD' },
       app_writer: { password: 'writer-secret', source: `file:${path.join(dir, 'writer.secret')}` },
@@ -134,7 +135,7 @@ describe('parseConfig: valid configs', () => {
       assert.equal(c.tls, null);
       assert.deepEqual(c.auth, { cert: null, jwt: null });
       assert.equal(c.proxyProtocol, null);
-      assert.deepEqual(c.limits, { maxMessageBytes: 64 * 1024 * 1024, startupTimeoutMs: 10_000, maxClientConnections: 20_000, parseCacheEntries: 10_000, decisionCacheEntries: 50_000 });
+      assert.deepEqual(c.limits, { maxMessageBytes: 64 * 1024 * 1024, startupTimeoutMs: 10_000, maxClientConnections: 20_000, parseCacheEntries: 10_000, decisionCacheEntries: 50_000, workerYoungGenerationMb: 12 });
       assert.deepEqual(c.users, {});
       assert.deepEqual(c.roles, {});
       assert.equal(c.policy, null);
