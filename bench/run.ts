@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEMO_ROLES, DEMO_USERS, demoConfigYaml, prepareDemoDatabase } from '../src/cli/demo.ts';
 import { findPostgresBinDir, startLocalPostgres, type LocalPostgres } from '../src/cli/local-postgres.ts';
-import { measureIdle, type IdleLogin } from './lib/idle.ts';
+import { measureIdle, type IdleLogin, type IdleMode } from './lib/idle.ts';
 import { startPgBouncer, type PgBouncer } from './lib/pgbouncer.ts';
 import { pgbenchEnv, runCommand, runPgbench, type PgbenchTarget } from './lib/pgbench.ts';
 import {
@@ -71,6 +71,9 @@ const HELP = `node bench/run.ts [options]
                         rate, storm, idle (default: all; quick: a subset)
   --scale S             pgbench -i scale (default 10; quick 5)
   --idle N,M            idle client counts (default 1000,10000; quick 1000); capped by RLIMIT_NOFILE
+  --idle-modes a,b      logged-in (authenticated, no query yet: neither proxy holds a server
+                        connection) and/or after-query (one SELECT 1 each: both hold one);
+                        default both
   --rolegate-dir DIR    run rolegate (src/cli/main.ts, policies/) from another checkout (default: this one)
   --workers W           rolegate and relay worker threads (default 2)
   --out DIR             results directory (default bench/results)
@@ -86,6 +89,7 @@ const { values: opts } = parseArgs({
     cells: { type: 'string' },
     scale: { type: 'string' },
     idle: { type: 'string' },
+    'idle-modes': { type: 'string' },
     'rolegate-dir': { type: 'string' },
     workers: { type: 'string', default: '2' },
     out: { type: 'string' },
@@ -150,14 +154,27 @@ if (cellTokens !== null) {
   }
 }
 
-// Two sockets per client in a session-mode proxy (client + upstream): RLIMIT_NOFILE caps the idle count.
-// The proxies inherit this process's limit (Node raises its soft limit to the hard one at start-up; the
-// PgBouncer wrapper does the same), so the hard limit is what they get.
+// A session-mode proxy holds one socket per logged-in client and two (client + upstream) once the
+// client ran a query: RLIMIT_NOFILE caps the idle count. The proxies inherit this process's limit (Node
+// raises its soft limit to the hard one at start-up; the PgBouncer wrapper does the same), so the hard
+// limit is what they get.
 const fdLimit = openFileLimits().hard;
-const idleFeasible = Math.floor((fdLimit - FD_RESERVE) / 2 / 100) * 100;
+const IDLE_MODES = ['logged-in', 'after-query'] as const;
+const idleModes = (opts['idle-modes'] ?? IDLE_MODES.join(',')).split(',').map((m) => m.trim());
+for (const m of idleModes) {
+  if (!(IDLE_MODES as readonly string[]).includes(m)) {
+    process.stderr.write(`unknown idle mode ${m}; modes are ${IDLE_MODES.join(', ')}\n`);
+    process.exit(2);
+  }
+}
+const idleFeasible = (mode: IdleMode): number => Math.floor((fdLimit - FD_RESERVE) / (mode === 'after-query' ? 2 : 1) / 100) * 100;
 const idleRequested = runIdle ? (opts.idle ?? (quick ? '1000' : '1000,10000')).split(',').map((s) => positiveInt(s.trim(), 1000, 'idle')) : [];
-const idleCounts = opts['idle-uncapped'] ? idleRequested : idleRequested.map((n) => Math.min(n, idleFeasible));
-const maxIdle = Math.max(0, ...idleCounts);
+/** Every (count, mode) measured: requested counts, capped per mode unless --idle-uncapped. */
+const idlePlan = idleRequested.flatMap((requested) =>
+  (idleModes as IdleMode[]).map((mode) => ({ requested, mode, count: opts['idle-uncapped'] ? requested : Math.min(requested, idleFeasible(mode)) })),
+);
+// After the idle period every client runs a query (usability check): each then holds a server connection.
+const maxIdle = Math.max(0, ...idlePlan.map((p) => p.count));
 
 function log(line: string): void {
   process.stderr.write(`${line}\n`);
@@ -406,12 +423,10 @@ async function waitForBackends(db: LocalPostgres, atMost: number, timeoutMs: num
 
 async function idlePhase(db: LocalPostgres): Promise<IdleSummary[]> {
   const results: IdleSummary[] = [];
-  for (let i = 0; i < idleCounts.length; i++) {
-    const count = idleCounts[i]!;
-    const requested = idleRequested[i]!;
+  for (const { requested, mode, count } of idlePlan) {
     const capNote =
       count < requested
-        ? `${requested} requested; capped at ${count}: RLIMIT_NOFILE is ${fdLimit} (hard) and a session-mode proxy holds 2 sockets per client (client + upstream) plus ~${FD_RESERVE} others`
+        ? `${requested} requested (${mode}); capped at ${count}: RLIMIT_NOFILE is ${fdLimit} (hard) and a session-mode proxy holds ${mode === 'after-query' ? '2 sockets per client (client + upstream)' : '1 socket per client'} plus ~${FD_RESERVE} others`
         : null;
     if (capNote !== null) note(capNote);
     for (const proxy of ['rolegate', 'pgbouncer'] as const) {
@@ -424,24 +439,27 @@ async function idlePhase(db: LocalPostgres): Promise<IdleSummary[]> {
         const rg = await startRolegate(db.port);
         pid = rg.pid;
         stop = () => rg.spawned.stop(30_000);
-        login = { port: rg.port, user: 'reporting-svc', password: DEMO_USERS['reporting-svc'], database: DATABASE };
+        login = { port: rg.port, user: 'reporting-svc', password: DEMO_USERS['reporting-svc'], database: DATABASE, queryFirst: mode === 'after-query' };
       } else {
         const pb = await startPgBouncer({ upstreamPort: db.port, database: DATABASE, users: await scramVerifiers(db, ['app_reader']), maxClients: count + 100 });
         pid = pb.pid;
         stop = () => pb.stop();
-        login = { port: pb.port, user: 'app_reader', password: rolePasswords['app_reader']!, database: DATABASE };
+        login = { port: pb.port, user: 'app_reader', password: rolePasswords['app_reader']!, database: DATABASE, queryFirst: mode === 'after-query' };
       }
       try {
-        log(`idle: ${count} clients through ${proxy}…`);
-        const r = await measureIdle(pid, login, count, log);
+        log(`idle (${mode}): ${count} clients through ${proxy}…`);
+        const r = await measureIdle(pid, login, count, log, () => postgresBackends(db));
         const backends = await postgresBackends(db);
         const summary: IdleSummary = {
           proxy,
+          mode,
           requested: count,
+          backendsWhileIdle: r.backendsWhileIdle,
           held: r.held,
           answeredAfterIdle: r.answeredAfterIdle,
           failedLogins: r.failedLogins,
           firstError: r.firstError,
+          rssColdMiB: r.rssColdBytes / 1048576,
           rssBeforeMiB: r.rssBeforeBytes / 1048576,
           rssIdleMiB: r.rssIdleBytes / 1048576,
           mibPer1000: r.mibPer1000,
@@ -451,9 +469,10 @@ async function idlePhase(db: LocalPostgres): Promise<IdleSummary[]> {
         };
         results.push(summary);
         log(
-          `idle: ${proxy} held ${r.held}/${count} (${r.answeredAfterIdle} answered after idle, ${r.failedLogins} failed logins), RSS ${summary.rssBeforeMiB.toFixed(1)} → ${summary.rssIdleMiB.toFixed(1)} MiB = ${r.mibPer1000.toFixed(2)} MiB per 1000; ${backends} PostgreSQL backends`,
+          `idle (${mode}): ${proxy} held ${r.held}/${count} (${r.answeredAfterIdle} answered after idle, ${r.failedLogins} failed logins), RSS ${summary.rssColdMiB.toFixed(1)} cold, ${summary.rssBeforeMiB.toFixed(1)} warm → ${summary.rssIdleMiB.toFixed(1)} MiB = ${r.mibPer1000.toFixed(2)} MiB per 1000; ${backends} PostgreSQL backends`,
         );
-        if (r.failedLogins > 0) note(`idle ${count} through ${proxy}: ${r.failedLogins} logins failed, first: ${r.firstError}`);
+        if (r.failedLogins > 0) note(`idle ${count} (${mode}) through ${proxy}: ${r.failedLogins} logins failed, first: ${r.firstError}`);
+        if (r.answeredAfterIdle < r.held) note(`idle ${count} (${mode}) through ${proxy}: ${r.held - r.answeredAfterIdle} held clients did not answer after the idle period, first: ${r.firstAfterIdleError}`);
         await r.close();
       } finally {
         await stop();
@@ -497,10 +516,10 @@ function writeResults(loadCells: CellResult[], idle: IdleSummary[], meta: Record
 async function main(): Promise<void> {
   const startedAt = new Date();
   const runsPerCell = TARGETS.length * rounds;
-  const estimateS = cells.length * runsPerCell * (seconds + 1) + TARGETS.length * 2 * 3 + 40 + idleCounts.reduce((a, n) => a + 2 * (10 + n / 150), 0);
+  const estimateS = cells.length * runsPerCell * (seconds + 1) + TARGETS.length * 2 * 3 + 40 + idlePlan.reduce((a, p) => a + 2 * (10 + p.count / 150), 0);
   log(
     `rolegate bench: ${cells.length} cells × ${TARGETS.length} targets × ${rounds} rounds × ${seconds} s` +
-      `${idleCounts.length > 0 ? `, idle ${idleCounts.join('/')}` : ''}; about ${Math.ceil(estimateS / 60)} min`,
+      `${idlePlan.length > 0 ? `, idle ${idlePlan.map((p) => `${p.count} ${p.mode}`).join(' / ')}` : ''}; about ${Math.ceil(estimateS / 60)} min`,
   );
   const maxConnections = Math.max(300, maxIdle + 200);
   pg = await startLocalPostgres({ settings: { max_connections: String(maxConnections), shared_buffers: '256MB', max_wal_size: '4GB', checkpoint_timeout: '30min' } });
@@ -530,7 +549,7 @@ async function main(): Promise<void> {
   relay = null;
   await pgbouncer?.stop();
   pgbouncer = null;
-  const idle = idleCounts.length > 0 ? await idlePhase(pg) : [];
+  const idle = idlePlan.length > 0 ? await idlePhase(pg) : [];
 
   const meta = {
     date: startedAt.toISOString(),
@@ -544,7 +563,7 @@ async function main(): Promise<void> {
     pgbouncer: versionOf('/usr/sbin/pgbouncer', ['--version']),
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(), nofileHard: fdLimit },
     backgroundCpuMsPerS: backgroundCpu,
-    options: { quick, seconds, rounds, scale, workers, pgbenchThreads: PGBENCH_THREADS, idleRequested, idleCounts, maxConnections },
+    options: { quick, seconds, rounds, scale, workers, pgbenchThreads: PGBENCH_THREADS, idleRequested, idlePlan, maxConnections },
   };
   await pg.stop();
   pg = null;

@@ -62,11 +62,17 @@ export interface TargetSummary {
 
 export interface IdleSummary {
   proxy: 'rolegate' | 'pgbouncer';
+  /** logged-in: authenticated, no query yet; after-query: one SELECT 1 each (a server connection held). */
+  mode: 'logged-in' | 'after-query';
   requested: number;
+  /** PostgreSQL backends while the clients were idle. */
+  backendsWhileIdle: number;
   held: number;
   answeredAfterIdle: number;
   failedLogins: number;
   firstError: string | null;
+  /** Fresh process, before the warm-up burst. */
+  rssColdMiB: number;
   rssBeforeMiB: number;
   rssIdleMiB: number;
   mibPer1000: number;
@@ -196,16 +202,18 @@ export function rateTable(cells: CellResult[]): string {
 export function idleTable(idle: IdleSummary[]): string {
   if (idle.length === 0) return '';
   return mdTable(
-    ['proxy', 'clients', 'held', 'answered after idle', 'RSS before MiB', 'RSS idle MiB', 'MiB per 1000', 'PG backends', 'open s'],
+    ['proxy', 'mode', 'clients', 'held', 'answered after idle', 'RSS cold MiB', 'RSS warm MiB', 'RSS idle MiB', 'MiB per 1000', 'PG backends idle', 'open s'],
     idle.map((r) => [
       r.proxy,
+      r.mode,
       String(r.requested),
       String(r.held),
       String(r.answeredAfterIdle),
+      fmt(r.rssColdMiB, 1),
       fmt(r.rssBeforeMiB, 1),
       fmt(r.rssIdleMiB, 1),
       fmt(r.mibPer1000, 2),
-      String(r.postgresBackends),
+      String(r.backendsWhileIdle),
       fmt(r.openSeconds, 1),
     ]),
   );
@@ -317,10 +325,10 @@ export function chartSvg(cells: CellResult[], idle: IdleSummary[], title: string
   if (idle.length > 0) {
     panels.push({
       title: 'Idle clients: proxy RSS MiB per 1000 clients',
-      groups: [...new Set(idle.map((r) => String(r.requested)))].map((n) => `${n} clients`),
+      groups: [...new Set(idle.map((r) => `${r.requested} ${r.mode}`))],
       series: ['pgbouncer', 'rolegate'],
-      values: [...new Set(idle.map((r) => r.requested))].map((n) =>
-        (['pgbouncer', 'rolegate'] as const).map((p) => idle.find((r) => r.requested === n && r.proxy === p)?.mibPer1000 ?? null),
+      values: [...new Set(idle.map((r) => `${r.requested} ${r.mode}`))].map((g) =>
+        (['pgbouncer', 'rolegate'] as const).map((p) => idle.find((r) => `${r.requested} ${r.mode}` === g && r.proxy === p)?.mibPer1000 ?? null),
       ),
       digits: 2,
     });
