@@ -3,10 +3,12 @@
 // workers) and the finished line goes into a bounded AuditBuffer. Lines leave
 // in batches by postMessage — when a batch is full or every flushIntervalMs —
 // to the main thread's AuditHub (main-side.ts), the one writer of the sink.
-// A batch is one string, encoded to UTF-8 once here and posted with its
-// ArrayBuffer in the transfer list: the main thread gets the bytes without a
-// copy and writes them as they are. (Posting string arrays cost the main
-// thread a structured clone per line, then a join and an encode per write.)
+// Each line is written as UTF-8 into a chunk as it is made, and a chunk is
+// posted with its ArrayBuffer in the transfer list: the main thread gets the
+// bytes without a copy and writes them as they are. (Posting string arrays cost
+// the main thread a structured clone per line, then a join and an encode per
+// write; keeping a batch as one string kept every line alive until the batch
+// left, so lines survived scavenges — measured as GC on both threads.)
 //
 // Bounded end to end: the buffer has a record and byte bound, and the worker
 // keeps at most maxInFlightRecords posted but not yet acknowledged by the main
@@ -26,7 +28,7 @@ export type AuditHealth = 'healthy' | 'unhealthy' | 'unknown';
 export interface AuditBatchMessage {
   type: 'audit';
   workerId: number;
-  /** `records` whole lines as UTF-8, each ending in '\n'; its ArrayBuffer is transferred (owned whole). null: drops only. */
+  /** `records` whole lines as UTF-8, each ending in '\n'; its ArrayBuffer is transferred (this view may cover only its start). null: drops only. */
   chunk: Uint8Array | null;
   records: number;
   /** Records this worker dropped since its previous batch (buffer full). */
@@ -35,19 +37,6 @@ export interface AuditBatchMessage {
 
 /** Posts a batch; `transfer` holds the chunk's ArrayBuffer (empty with no chunk). */
 export type AuditPost = (msg: AuditBatchMessage, transfer: ArrayBuffer[]) => void;
-
-const encoder = new TextEncoder();
-
-/**
- * The batch as UTF-8 in an ArrayBuffer of its own, so it can be transferred
- * (Buffer.from may hand out a slice of Node's shared pool, which must not be).
- * TextEncoder.encode always returns a fresh buffer of the exact size; measured
- * no slower than Buffer.allocUnsafeSlow + write or Buffer.from for 256-record
- * batches (~95 µs each, the concatenated string's flattening included).
- */
-export function encodeBatch(text: string): Uint8Array<ArrayBuffer> {
-  return encoder.encode(text);
-}
 
 /** Main → worker. */
 export type AuditControlMessage =
@@ -64,25 +53,40 @@ export interface AuditBufferOptions {
   batchRecords: number;
 }
 
-/** One string holds the buffer: stay well under V8's string length limit (2^29 − 24 UTF-16 units), which += would throw at. */
-export const MAX_BUFFER_CHARS = 2 ** 28;
+/** Bytes of one chunk the worker writes lines into (a line longer than this gets a chunk of its own). */
+export const CHUNK_BYTES = 256 * 1024;
+
+/** A batch part: whole lines as UTF-8 in an ArrayBuffer of its own (transferable), and how many. */
+export interface AuditChunk {
+  data: Uint8Array<ArrayBuffer>;
+  records: number;
+}
+
+interface OpenChunk {
+  buf: Buffer;
+  used: number;
+  records: number;
+}
 
 /**
- * Bounded lines, kept as one string (concatenation: V8 builds a rope, no copy
- * per line), swapped out whole by drain(). The byte bound counts UTF-16 units
- * (cheap, within 3× of UTF-8), capped at MAX_BUFFER_CHARS. Pure: no timers, no threads.
+ * Bounded lines, written as UTF-8 into chunks of CHUNK_BYTES as they come
+ * (each line's string dies young: nothing holds it until the batch leaves),
+ * swapped out whole by drain(). The bounds count records and real bytes.
+ * Pure: no timers, no threads.
  */
 export class AuditBuffer {
-  private text = '';
+  private chunks: OpenChunk[] = [];
   private records = 0;
-  private chars = 0;
+  private bytes = 0;
   private dropped = 0;
   private totalDropped = 0;
   private state: AuditHealth = 'unknown';
   private readonly options: AuditBufferOptions;
+  /** A mostly empty chunk's buffer kept by drain() for the next batch (its lines left in an exact copy). */
+  private spare: Buffer | null = null;
 
   constructor(options: AuditBufferOptions) {
-    this.options = { ...options, maxBytes: Math.min(options.maxBytes, MAX_BUFFER_CHARS) };
+    this.options = options;
   }
 
   get health(): AuditHealth {
@@ -108,15 +112,44 @@ export class AuditBuffer {
 
   /** Queue a line; false (and counted) when the buffer is full. */
   push(line: string): boolean {
-    if (this.records >= this.options.maxRecords || this.chars + line.length > this.options.maxBytes) {
-      this.dropped++;
-      this.totalDropped++;
-      return false;
+    if (this.records >= this.options.maxRecords) return this.drop();
+    let open = this.chunks[this.chunks.length - 1];
+    // UTF-8 is at most 3 bytes per UTF-16 unit (formatRecord leaves no lone surrogate): count exactly only near the end.
+    let size = line.length * 3;
+    if (open === undefined || open.used + size > open.buf.length) {
+      size = Buffer.byteLength(line, 'utf8');
+      if (open === undefined || open.used + size > open.buf.length) {
+        if (this.bytes + size > this.options.maxBytes) return this.drop();
+        open = { buf: this.newChunk(size), used: 0, records: 0 };
+        this.chunks.push(open);
+      }
     }
-    this.text += line;
+    if (this.bytes + size > this.options.maxBytes) {
+      size = Buffer.byteLength(line, 'utf8');
+      if (this.bytes + size > this.options.maxBytes) return this.drop();
+    }
+    const written = open.buf.write(line, open.used, 'utf8');
+    open.used += written;
+    open.records++;
     this.records++;
-    this.chars += line.length;
+    this.bytes += written;
     return true;
+  }
+
+  private newChunk(minBytes: number): Buffer {
+    const spare = this.spare;
+    if (spare !== null && spare.length >= minBytes) {
+      this.spare = null;
+      return spare;
+    }
+    // allocUnsafeSlow: never a slice of Node's shared pool, so the ArrayBuffer can be transferred.
+    return Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, minBytes));
+  }
+
+  private drop(): false {
+    this.dropped++;
+    this.totalDropped++;
+    return false;
   }
 
   /** Count a record lost before it reached the buffer. */
@@ -125,13 +158,28 @@ export class AuditBuffer {
     this.totalDropped++;
   }
 
-  /** Everything queued, as one string of `queued` lines (null when empty); the buffer starts over. */
-  drain(): string | null {
+  /**
+   * Everything queued (null when empty); the buffer starts over. A chunk
+   * filled to less than a quarter (a timer flush at low traffic) leaves as an
+   * exact copy and its buffer stays here for the next lines.
+   */
+  drain(): AuditChunk[] | null {
     if (this.records === 0) return null;
-    const out = this.text;
-    this.text = '';
+    const out: AuditChunk[] = [];
+    for (const c of this.chunks) {
+      if (c.records === 0) continue;
+      if (c.used * 4 < c.buf.length && c.buf.length === CHUNK_BYTES) {
+        const copy = new Uint8Array(c.used);
+        copy.set(c.buf.subarray(0, c.used));
+        out.push({ data: copy, records: c.records });
+        this.spare = c.buf;
+      } else {
+        out.push({ data: new Uint8Array(c.buf.buffer as ArrayBuffer, c.buf.byteOffset, c.used), records: c.records });
+      }
+    }
+    this.chunks = [];
     this.records = 0;
-    this.chars = 0;
+    this.bytes = 0;
     return out;
   }
 
@@ -149,7 +197,7 @@ export class AuditBuffer {
    */
   canProceed(): boolean {
     if (this.options.mode === 'best-effort') return true;
-    return this.state === 'healthy' && this.records < this.options.maxRecords * 0.9 && this.chars < this.options.maxBytes * 0.9;
+    return this.state === 'healthy' && this.records < this.options.maxRecords * 0.9 && this.bytes < this.options.maxBytes * 0.9;
   }
 }
 
@@ -214,14 +262,18 @@ export class WorkerAuditor implements AuditRecorder {
       }
       return;
     }
-    this.send(this.buffer.drain() as string, queued);
+    this.send(this.buffer.drain() as AuditChunk[]);
   }
 
-  private send(text: string, records: number): void {
-    const chunk = encodeBatch(text);
-    this.inFlight += records;
-    this.posted += records;
-    this.post({ type: 'audit', workerId: this.options.workerId, chunk, records, dropped: this.buffer.takeDropped() }, [chunk.buffer]);
+  /** One message per chunk; drops since the last report ride on the first. */
+  private send(chunks: AuditChunk[]): void {
+    let dropped = this.buffer.takeDropped();
+    for (const { data, records } of chunks) {
+      this.inFlight += records;
+      this.posted += records;
+      this.post({ type: 'audit', workerId: this.options.workerId, chunk: data, records, dropped }, [data.buffer]);
+      dropped = 0;
+    }
   }
 
   onMessage(msg: AuditControlMessage): void {
@@ -250,9 +302,8 @@ export class WorkerAuditor implements AuditRecorder {
   stop(): void {
     if (this.timer !== null) clearInterval(this.timer);
     this.timer = null;
-    const records = this.buffer.queued;
-    const text = this.buffer.drain();
-    if (text !== null) this.send(text, records);
+    const chunks = this.buffer.drain();
+    if (chunks !== null) this.send(chunks);
     else {
       const dropped = this.buffer.takeDropped();
       if (dropped > 0) this.post({ type: 'audit', workerId: this.options.workerId, chunk: null, records: 0, dropped }, []);

@@ -13,7 +13,7 @@ import type { AuditRecord } from '../../src/audit/record.ts';
 import { createWorkerAuditor, openAuditSink, startMainAudit, type AuditConfig } from '../../src/audit/setup.ts';
 import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkStats } from '../../src/audit/sinks.ts';
 import { StatementTracker } from '../../src/audit/statement-tracker.ts';
-import { AuditBuffer, MAX_BUFFER_CHARS, WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditPost } from '../../src/audit/worker-side.ts';
+import { AuditBuffer, CHUNK_BYTES, WorkerAuditor, type AuditBatchMessage, type AuditControlMessage, type AuditPost } from '../../src/audit/worker-side.ts';
 
 const dirs: string[] = [];
 after(() => {
@@ -158,7 +158,9 @@ test('AuditBuffer: bounded, drain swaps the list, drops counted, health decides 
   b.push('l3\n');
   assert.equal(b.ready, true);
   assert.equal(b.queued, 4);
-  assert.equal(b.drain(), 'l0\nl1\nl2\nl3\n', 'one string');
+  const drained = b.drain();
+  assert.ok(drained !== null);
+  assert.deepEqual(drained.map((c) => [Buffer.from(c.data).toString('utf8'), c.records]), [['l0\nl1\nl2\nl3\n', 4]], 'one chunk of whole lines');
   assert.equal(b.queued, 0);
   assert.equal(b.drain(), null);
   for (let i = 0; i < 9; i++) b.push('x\n');
@@ -171,10 +173,12 @@ test('AuditBuffer: bounded, drain swaps the list, drops counted, health decides 
   b.drain();
   b.setHealth(false);
   assert.equal(b.canProceed(), false);
-  // Byte bound.
+  // Byte bound, in UTF-8 bytes.
   const small = new AuditBuffer({ mode: 'best-effort', maxRecords: 100, maxBytes: 10, batchRecords: 100 });
   assert.equal(small.push('123456'), true);
   assert.equal(small.push('123456'), false);
+  assert.equal(small.push('éé'), true, '4 bytes: 10 in all');
+  assert.equal(small.push('x'), false);
   assert.equal(small.canProceed(), true, "best-effort: always, 'unknown' included");
   small.setHealth('unhealthy');
   assert.equal(small.canProceed(), true);
@@ -189,9 +193,11 @@ function collectPosts(): { posted: AuditBatchMessage[]; post: AuditPost } {
       if (m.chunk === null) assert.deepEqual(transfer, [], 'nothing to transfer without a chunk');
       else {
         assert.deepEqual(transfer, [m.chunk.buffer], 'the chunk\'s buffer is transferred');
-        // It must own its whole ArrayBuffer (not a slice of a shared pool), or transferring it would take other data along.
+        // It must be an ArrayBuffer of its own (not a slice of Node's shared pool, which holds other data): one
+        // allocated for audit chunks (CHUNK_BYTES, or larger for a longer line), or an exact copy.
         assert.equal(m.chunk.byteOffset, 0);
-        assert.equal(m.chunk.buffer.byteLength, m.chunk.byteLength);
+        assert.ok(m.chunk.buffer.byteLength === m.chunk.byteLength || m.chunk.buffer.byteLength >= CHUNK_BYTES, `buffer of ${m.chunk.buffer.byteLength} bytes for ${m.chunk.byteLength}`);
+        assert.notEqual(m.chunk.buffer.byteLength, Buffer.poolSize, 'not the shared pool');
       }
       posted.push(m);
     },
@@ -275,11 +281,33 @@ test('WorkerAuditor: drops with nothing queued go alone (no chunk); stop() repor
   assert.deepEqual(posted[4], { type: 'audit', workerId: 1, chunk: null, records: 0, dropped: 1 });
 });
 
-test('AuditBuffer: the byte bound is capped below V8\'s string length limit', () => {
-  const b = new AuditBuffer({ mode: 'best-effort', maxRecords: 10, maxBytes: 1024 * 1024 * 1024, batchRecords: 10 });
-  const big = 'x'.repeat(MAX_BUFFER_CHARS);
-  assert.equal(b.push(big), true);
-  assert.equal(b.push('y\n'), false, 'beyond MAX_BUFFER_CHARS: dropped, not a RangeError from +=');
+test('AuditBuffer: lines fill chunks of CHUNK_BYTES; a longer line gets a chunk of its own; order and counts kept', () => {
+  const b = new AuditBuffer({ mode: 'best-effort', maxRecords: 100_000, maxBytes: 64 * 1024 * 1024, batchRecords: 100_000 });
+  const line = (i: number): string => `${String(i).padStart(6, '0')}${'é'.repeat(500)}\n`; // 1007 bytes
+  const n = Math.ceil((CHUNK_BYTES * 2.5) / 1007);
+  for (let i = 0; i < n; i++) assert.equal(b.push(line(i)), true);
+  const huge = `H${'x'.repeat(CHUNK_BYTES * 2)}\n`;
+  assert.equal(b.push(huge), true);
+  assert.equal(b.push(line(n)), true);
+  const chunks = b.drain();
+  assert.ok(chunks !== null);
+  const text = chunks.map((c) => Buffer.from(c.data).toString('utf8')).join('');
+  assert.equal(text, Array.from({ length: n }, (_, i) => line(i)).join('') + huge + line(n));
+  assert.deepEqual(chunks.map((c) => Buffer.from(c.data).toString('utf8').split('\n').length - 1), chunks.map((c) => c.records));
+  assert.ok(chunks.every((c) => c.data.byteLength <= Math.max(CHUNK_BYTES, huge.length)), 'no chunk beyond its buffer');
+  assert.ok(chunks.some((c) => c.data.byteLength === huge.length && c.records === 1), 'the long line alone');
+  assert.equal(b.queued, 0);
+});
+
+test('AuditBuffer: a mostly empty chunk (a timer flush at low traffic) leaves as an exact copy', () => {
+  const b = new AuditBuffer({ mode: 'best-effort', maxRecords: 100, maxBytes: 1 << 20, batchRecords: 100 });
+  b.push('a\n');
+  const first = b.drain();
+  assert.ok(first !== null);
+  assert.equal(first[0]!.data.buffer.byteLength, 2, 'exact copy: transferring it does not take a 256 KiB buffer along');
+  b.push('b\n');
+  const second = b.drain();
+  assert.equal(Buffer.from(second![0]!.data).toString(), 'b\n');
 });
 
 test('WorkerAuditor fail-closed: unknown → refuse; healthy → proceed; unhealthy → refuse', () => {
