@@ -19,6 +19,7 @@ import { TimeSource } from '../src/session/clock.ts';
 import { PolicyAuthorizer } from '../src/session/policy-authorizer.ts';
 import { FactsCache } from '../src/sql/facts-cache.ts';
 import { initParser, parseStatements, type ParsedStatement } from '../src/sql/parser.ts';
+import { median } from './lib/micro.ts';
 import { STATEMENTS } from './lib/statements.ts';
 
 function argument(name: string): string | undefined {
@@ -27,11 +28,6 @@ function argument(name: string): string | undefined {
 }
 const runs = Number(argument('--runs') ?? 31);
 const jsonOut = argument('--json');
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] ?? Number.NaN;
-}
 
 /** µs per call of fn, over a batch sized to take about 5 ms. */
 function timeBatch(fn: () => void, batch: number): number {
