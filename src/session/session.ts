@@ -27,6 +27,7 @@ import * as fe from '../protocol/frontend.ts';
 import { ScramServerExchange, parseScramVerifier, type SaltedPasswordCache } from '../auth/scram.ts';
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel } from '../upstream/connect.ts';
 import { changedParameters, WelcomeCache } from '../upstream/welcome.ts';
+import { upstreamErrorKind, type UPSTREAM_ERROR_KINDS } from '../metrics/definitions.ts';
 import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
 import type { JwtVerifier } from '../auth/jwt.ts';
 import type { AuditRecorder } from '../audit/auditor.ts';
@@ -81,7 +82,7 @@ export interface SessionHost {
 export interface SessionMetricHandles {
   refused: Readonly<Record<RefuseReason, number>>;
   authFailures: Readonly<Record<'scram-sha-256' | 'cert' | 'jwt' | 'other', number>>;
-  upstreamErrors: Readonly<Record<'unreachable' | 'auth' | 'protocol' | 'lost' | 'other', number>>;
+  upstreamErrors: Readonly<Record<(typeof UPSTREAM_ERROR_KINDS)[number], number>>;
 }
 
 export type RefuseReason = 'too_many_clients' | 'startup_invalid' | 'startup_timeout' | 'unsupported_protocol' | 'tls_required' | 'auth_failed' | 'policy_denied' | 'upstream_failed' | 'audit_unavailable' | 'shutting_down' | 'protocol_error';
@@ -745,7 +746,10 @@ export class ClientSession {
     const plan = this.plan as UpstreamPlan;
     // Credentials and target as configured now (a reload may have rotated them while the session was parked).
     const creds = this.credentials(plan.role);
-    if (creds === null) return;
+    if (creds === null) {
+      this.host.welcomes.fail(plan.welcomeKey); // clients waiting for this login go on their own
+      return;
+    }
     this.state = 'connecting';
     connectUpstream(this.host.config.upstream, { user: plan.role, database: plan.database, password: creds.password, parameters: plan.parameters }, this.host.scramCache).then(
       (ready) => {
@@ -780,8 +784,7 @@ export class ClientSession {
         this.host.welcomes.fail(plan.welcomeKey);
         const e = err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_UNREACHABLE', String(err));
         this.host.log.warn({ session: this.id, role: plan.role, database: plan.database, code: e.code, err: e.message }, 'upstream connect failed');
-        const kinds = this.host.handles.upstreamErrors;
-        this.host.metrics.inc(e.code === 'RG_UPSTREAM_UNREACHABLE' ? kinds.unreachable : e.code === 'RG_UPSTREAM_AUTH' ? kinds.auth : e.code === 'RG_UPSTREAM_PROTOCOL' ? kinds.protocol : e.code === 'RG_UPSTREAM_LOST' ? kinds.lost : kinds.other);
+        this.host.metrics.inc(this.host.handles.upstreamErrors[upstreamErrorKind(e.code)]);
         // The client learns the class of failure, not the upstream's internals.
         const clientMessage = e.code === 'RG_UPSTREAM_AUTH' ? ERRORS.RG_UPSTREAM_AUTH.message : ERRORS.RG_UPSTREAM_UNREACHABLE.message;
         this.fatal(e.code, clientMessage);
