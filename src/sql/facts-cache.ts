@@ -88,20 +88,20 @@ export class FactsCache {
       return parseStatements(sql);
     }
     const shape = sqlShape(sql);
+    const known = shape === null ? NOT_SHAPEABLE : this.shapes.get(shape.key);
     let parsed: ParsedText;
-    if (shape === null) parsed = parseStatements(sql);
-    else {
-      const known = this.shapes.get(shape.key);
-      if (known !== undefined && known !== NOT_SHAPEABLE) {
-        this.hits++;
-        this.shapeHits++;
-        this.shapes.delete(shape.key);
-        this.shapes.set(shape.key, known);
-        return derive(known, sql);
-      }
+    if (shape === null || known === NOT_SHAPEABLE) parsed = parseStatements(sql);
+    else if (known !== undefined) {
+      this.hits++;
+      this.shapeHits++;
+      this.shapes.delete(shape.key);
+      this.shapes.set(shape.key, known);
+      return derive(known, sql);
+    } else {
+      // The first text of this shape: parse it watching the literals, and remember what the shape may stand for.
       const result = parseShaped(sql, shape);
       parsed = result.parsed;
-      if (known === undefined) this.rememberShape(shape.key, result.literalFree && parsed.ok ? (parsed.statements[0] as ParsedStatement) : NOT_SHAPEABLE, sql);
+      this.rememberShape(shape.key, result.literalFree && parsed.ok ? (parsed.statements[0] as ParsedStatement) : NOT_SHAPEABLE, sql);
     }
     this.misses++;
     deepFreeze(parsed);

@@ -12,6 +12,7 @@ import { cancelRequest } from '../../src/upstream/connect.ts';
 import { demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { adminQuery } from '../helpers/pg.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import { sleep } from '../helpers/security.ts';
 import { errorFields, query, RawClient, terminate, type Message } from '../helpers/raw-client.ts';
 
 const USER = 'reporting-svc';
@@ -41,8 +42,6 @@ function backendKey(messages: Message[]): { processId: number; secretKey: number
   assert.ok(k, 'BackendKeyData in the greeting');
   return { processId: k.body.readInt32BE(0), secretKey: k.body.readInt32BE(4) };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('upstream.connect: lazy (default)', () => {
   let proxy: RunningProxy;
