@@ -114,19 +114,13 @@ export class AuditBuffer {
   push(line: string): boolean {
     if (this.records >= this.options.maxRecords) return this.drop();
     let open = this.chunks[this.chunks.length - 1];
-    // UTF-8 is at most 3 bytes per UTF-16 unit (formatRecord leaves no lone surrogate): count exactly only near the end.
+    // UTF-8 is at most 3 bytes per UTF-16 unit (formatRecord leaves no lone surrogate): count exactly only when that bound does not fit.
     let size = line.length * 3;
+    if (open === undefined || open.used + size > open.buf.length || this.bytes + size > this.options.maxBytes) size = Buffer.byteLength(line, 'utf8');
+    if (this.bytes + size > this.options.maxBytes) return this.drop();
     if (open === undefined || open.used + size > open.buf.length) {
-      size = Buffer.byteLength(line, 'utf8');
-      if (open === undefined || open.used + size > open.buf.length) {
-        if (this.bytes + size > this.options.maxBytes) return this.drop();
-        open = { buf: this.newChunk(size), used: 0, records: 0 };
-        this.chunks.push(open);
-      }
-    }
-    if (this.bytes + size > this.options.maxBytes) {
-      size = Buffer.byteLength(line, 'utf8');
-      if (this.bytes + size > this.options.maxBytes) return this.drop();
+      open = { buf: this.newChunk(size), used: 0, records: 0 };
+      this.chunks.push(open);
     }
     const written = open.buf.write(line, open.used, 'utf8');
     open.used += written;
