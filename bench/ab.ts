@@ -6,7 +6,8 @@
 //   node bench/ab.ts [--seconds 5] [--rounds 3] \
 //     'default=' 'young8=limits: { worker_young_generation_mb: 8 }'
 
-import { numberArg, runAb, type Variant } from './lib/ab.ts';
+import { runAb, type Variant } from './lib/ab.ts';
+import { numberArg } from './lib/args.ts';
 
 const specs = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(all[i - 1] ?? '').startsWith('--'));
 if (specs.length < 2) {

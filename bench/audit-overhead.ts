@@ -6,7 +6,8 @@
 //   node bench/audit-overhead.ts [--seconds 5] [--rounds 3]
 
 import path from 'node:path';
-import { numberArg, runAb } from './lib/ab.ts';
+import { runAb } from './lib/ab.ts';
+import { numberArg } from './lib/args.ts';
 
 await runAb({
   seconds: numberArg('--seconds', 5),

@@ -12,7 +12,8 @@
 import { formatRecord, prepareRecord, rfc3339, type AuditRecord } from '../src/audit/record.ts';
 import { StatementTracker } from '../src/audit/statement-tracker.ts';
 import { WorkerAuditor } from '../src/audit/worker-side.ts';
-import { fmtUs, measureCases, printTable, runsArg } from './lib/micro.ts';
+import { fmtUs, measureCases, printTable } from './lib/micro.ts';
+import { numberArg } from './lib/args.ts';
 
 const identity = { name: 'reporting-svc', method: 'scram-sha-256' };
 const client = { addr: '127.0.0.1', port: 50312 };
@@ -68,7 +69,7 @@ const cases = new Map<string, () => unknown>([
     tracker.onReadyForQuery();
   }],
 ]);
-const runs = runsArg(41);
+const runs = numberArg('--runs', 41);
 const results = measureCases(cases, runs);
 const line = formatRecord(prepareRecord(build(), prepare));
 printTable([['step', 'µs per record'], ...[...results].map(([k, v]) => [k, fmtUs(v)])]);

@@ -19,6 +19,7 @@ import { TimeSource } from '../src/session/clock.ts';
 import { PolicyAuthorizer } from '../src/session/policy-authorizer.ts';
 import { FactsCache } from '../src/sql/facts-cache.ts';
 import { initParser, parseStatements, type ParsedStatement } from '../src/sql/parser.ts';
+import { numberArg } from './lib/args.ts';
 import { median } from './lib/micro.ts';
 import { STATEMENTS } from './lib/statements.ts';
 
@@ -26,7 +27,7 @@ function argument(name: string): string | undefined {
   const i = process.argv.indexOf(name);
   return i < 0 ? undefined : process.argv[i + 1];
 }
-const runs = Number(argument('--runs') ?? 31);
+const runs = numberArg('--runs', 31);
 const jsonOut = argument('--json');
 
 /** µs per call of fn, over a batch sized to take about 5 ms. */

@@ -11,18 +11,10 @@
 //   node bench/micro-framer.ts [--runs N]
 
 import { Framer, FrameEvent } from '../src/protocol/framer.ts';
-import { fmtUs, measureCases, printTable, runsArg } from './lib/micro.ts';
+import { message as msg, query } from '../test/helpers/raw-client.ts';
+import { fmtUs, measureCases, printTable } from './lib/micro.ts';
+import { numberArg } from './lib/args.ts';
 
-function msg(type: string, body: Buffer | string): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const out = Buffer.allocUnsafe(5 + b.length);
-  out[0] = type.charCodeAt(0);
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
-
-const query = (sql: string): Buffer => msg('Q', `${sql}\0`);
 const dataRow = (value: string): Buffer => {
   const v = Buffer.from(value);
   const body = Buffer.alloc(2 + 4 + v.length);
@@ -68,7 +60,7 @@ for (const c of cases) {
     return events;
   });
 }
-const runs = runsArg(41);
+const runs = numberArg('--runs', 41);
 const results = measureCases(fns, runs);
 const rows = [['case', 'bytes', 'messages', 'µs per chunk set', 'ns per message']];
 for (const c of cases) {

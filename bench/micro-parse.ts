@@ -14,11 +14,12 @@ import { FactsCache } from '../src/sql/facts-cache.ts';
 import { statementFacts } from '../src/sql/facts.ts';
 import { initParser, parseStatements } from '../src/sql/parser.ts';
 import { sqlShape } from '../src/sql/shape.ts';
-import { fmtUs, measureCases, printTable, runsArg } from './lib/micro.ts';
+import { fmtUs, measureCases, printTable } from './lib/micro.ts';
+import { numberArg } from './lib/args.ts';
 import { STATEMENTS } from './lib/statements.ts';
 
 await initParser();
-const runs = runsArg(41);
+const runs = numberArg('--runs', 41);
 const KINDS = ['parseSync', 'walk', 'cold', 'hit', 'shape'] as const;
 const cases = new Map<string, () => unknown>();
 for (const [label, sql] of STATEMENTS) {

@@ -140,9 +140,3 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
   }
 }
 
-/** A positive number given as `--name N` on the command line, else `fallback`. */
-export function numberArg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(name);
-  const v = i < 0 ? Number.NaN : Number(process.argv[i + 1]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}

@@ -37,13 +37,6 @@ export function measureCases(cases: ReadonlyMap<string, () => unknown>, runs: nu
   return new Map([...samples].map(([k, v]) => [k, median(v)]));
 }
 
-/** `--runs N` from the command line, else `fallback`. */
-export function runsArg(fallback: number): number {
-  const i = process.argv.indexOf('--runs');
-  const n = i === -1 ? Number.NaN : Number(process.argv[i + 1]);
-  return Number.isInteger(n) && n > 0 ? n : fallback;
-}
-
 export function fmtUs(us: number): string {
   return us < 10 ? us.toFixed(2) : us.toFixed(1);
 }

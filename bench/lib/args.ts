@@ -1,0 +1,8 @@
+// Command-line numbers for the bench scripts.
+
+/** A positive number given as `--name N` on the command line, else `fallback`. */
+export function numberArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  const v = i < 0 ? Number.NaN : Number(process.argv[i + 1]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
