@@ -8,9 +8,10 @@ import fc from 'fast-check';
 import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { DEMO_USERS } from './fixture.ts';
+import { after, before } from 'node:test';
+import { demoConfig, DEMO_USERS, ensureDemoDatabase } from './fixture.ts';
 import { adminQuery } from './pg.ts';
-import { REPO, type RunningProxy } from './proxy.ts';
+import { REPO, startProxy, type RunningProxy } from './proxy.ts';
 import { errorFields, query, RawClient, type Message } from './raw-client.ts';
 
 /** The shipped policy's three kinds of role, as the demo services get them. */
@@ -183,6 +184,25 @@ export class Probe {
   async assertUnchanged(before: string, label = ''): Promise<void> {
     assert.equal(await this.state(), before, `${label}: the probe changed`);
   }
+}
+
+/**
+ * For a whole test file: before its tests, the demo database, the probe (and
+ * `prepare`, e.g. objects the probe's attacks use), then a proxy enforcing the
+ * shipped policy with 2 workers, handed to `ready`; stopped after the tests.
+ */
+export function proxyWithProbe(probe: Probe, ready: (proxy: RunningProxy) => void, prepare?: () => Promise<void>): void {
+  let running: RunningProxy | undefined;
+  before(async () => {
+    await ensureDemoDatabase();
+    await probe.create();
+    await prepare?.();
+    running = await startProxy(demoConfig({ withPolicy: true, workers: 2 }));
+    ready(running);
+  });
+  after(async () => {
+    await running?.stop();
+  });
 }
 
 /** A private copy of the shipped policy directory that a test may edit. */

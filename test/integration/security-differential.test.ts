@@ -10,10 +10,10 @@
 // and then check that the encoding can never be switched to make it so.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { before, describe, test } from 'node:test';
+import { DEMO_USERS } from '../helpers/fixture.ts';
 import { adminQuery } from '../helpers/pg.ts';
-import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import type { RunningProxy } from '../helpers/proxy.ts';
 import { bind, errorFields, execute, message, query, RawClient, startupPacket, sync, type Message } from '../helpers/raw-client.ts';
 import {
   assertDenied,
@@ -22,6 +22,7 @@ import {
   assertUsable,
   backendPid,
   Probe,
+  proxyWithProbe,
   reply,
   roundTrip,
   session,
@@ -33,15 +34,7 @@ import {
 const P = 'sec_diff_probe';
 const probe = new Probe(P);
 let proxy: RunningProxy;
-
-before(async () => {
-  await ensureDemoDatabase();
-  await probe.create();
-  proxy = await startProxy(demoConfig({ withPolicy: true, workers: 2 }));
-});
-after(async () => {
-  await proxy?.stop();
-});
+proxyWithProbe(probe, (p) => (proxy = p));
 
 function parameterStatuses(messages: Message[]): Map<string, string> {
   const out = new Map<string, string>();

@@ -7,10 +7,9 @@
 // grants every role everything: only rolegate stands in between.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { describe, test } from 'node:test';
 import { adminQuery } from '../helpers/pg.ts';
-import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import type { RunningProxy } from '../helpers/proxy.ts';
 import { bind, describePortal, execute, flush, message, parse, query, sync, type RawClient } from '../helpers/raw-client.ts';
 import {
   assertDenied,
@@ -19,6 +18,7 @@ import {
   assertUsable,
   backendPid,
   Probe,
+  proxyWithProbe,
   reply,
   roundTrip,
   session,
@@ -30,15 +30,7 @@ import {
 const P = 'sec_ext_probe';
 const probe = new Probe(P);
 let proxy: RunningProxy;
-
-before(async () => {
-  await ensureDemoDatabase();
-  await probe.create();
-  proxy = await startProxy(demoConfig({ withPolicy: true, workers: 2 }));
-});
-after(async () => {
-  await proxy?.stop();
-});
+proxyWithProbe(probe, (p) => (proxy = p));
 
 const closeStatement = (name: string): Buffer => message('C', `S${name}\0`);
 const closePortal = (name: string): Buffer => message('C', `P${name}\0`);

@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { demoConfig } from '../helpers/fixture.ts';
 import { adminQuery } from '../helpers/pg.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
 import {
@@ -21,6 +21,7 @@ import {
   editJson,
   policyCopy,
   Probe,
+  proxyWithProbe,
   session,
   simple,
   values,
@@ -31,21 +32,17 @@ import {
 const P = 'sec_hide_probe';
 const probe = new Probe(P);
 let proxy: RunningProxy;
-
-before(async () => {
-  await ensureDemoDatabase();
-  await probe.create();
-  // A procedure and a function that write the probe: what CALL and SELECT would run.
-  await adminQuery(
-    `CREATE OR REPLACE PROCEDURE ${P}_wipe() LANGUAGE sql AS $$ DELETE FROM ${P} $$;
-     GRANT EXECUTE ON PROCEDURE ${P}_wipe() TO PUBLIC;`,
-    'app',
-  );
-  proxy = await startProxy(demoConfig({ withPolicy: true, workers: 2 }));
-});
-after(async () => {
-  await proxy?.stop();
-});
+proxyWithProbe(
+  probe,
+  (p) => (proxy = p),
+  // A procedure that writes the probe: what CALL would run.
+  () =>
+    adminQuery(
+      `CREATE OR REPLACE PROCEDURE ${P}_wipe() LANGUAGE sql AS $$ DELETE FROM ${P} $$;
+       GRANT EXECUTE ON PROCEDURE ${P}_wipe() TO PUBLIC;`,
+      'app',
+    ).then(() => undefined),
+);
 
 /**
  * One denial, proven: 42501 naming `rule`, the server never saw the text, the
