@@ -154,6 +154,11 @@ function mdTable(header: string[], rows: string[][]): string {
   return [line(header), sep, ...rows.map(line)].join('\n');
 }
 
+/** The runs column: the count when every run completed without a failed transaction, else what went wrong. */
+function runsCell(s: TargetSummary): string {
+  return s.okRuns === s.runs && s.failedTx === 0 ? `${s.runs}` : `${s.okRuns}/${s.runs} ok, ${s.failedTx} failed tx`;
+}
+
 export function loadTable(cells: CellResult[]): string {
   const rows: string[][] = [];
   for (const cell of cells.filter((c) => c.kind !== 'rate')) {
@@ -168,7 +173,7 @@ export function loadTable(cells: CellResult[]): string {
         fmt(s.p99Ms, 3),
         fmt(s.cpuUsPerTx, 1),
         fmt(s.rssMiB, 1),
-        s.okRuns === s.runs && s.failedTx === 0 ? `${s.runs}` : `${s.okRuns}/${s.runs} ok, ${s.failedTx} failed tx`,
+        runsCell(s),
       ]);
     }
   }
@@ -191,7 +196,7 @@ export function rateTable(cells: CellResult[]): string {
         fmt(s.serviceP50Ms, 3),
         fmt(s.serviceP99Ms, 3),
         fmt(s.cpuUsPerTx, 1),
-        s.okRuns === s.runs && s.failedTx === 0 ? `${s.runs}` : `${s.okRuns}/${s.runs} ok, ${s.failedTx} failed tx`,
+        runsCell(s),
       ]);
     }
   }
