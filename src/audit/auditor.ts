@@ -12,7 +12,7 @@
 //                and counted (rolegate_audit_records_dropped_total). Default for
 //                stdout and http.
 
-import type { AuditSink, AuditSinkKind, AuditSinkStats } from './sinks.ts';
+import type { AuditSink, AuditSinkKind, AuditSinkStats, ChunkLease } from './sinks.ts';
 import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode } from './record.ts';
 
 export type AuditMode = 'fail-closed' | 'best-effort';
@@ -103,9 +103,9 @@ export class Auditor implements AuditRecorder {
     this.sink.write(line);
   }
 
-  /** A worker's batch: `records` finished lines as UTF-8. The sink counts what it cannot take as dropped. */
-  writeChunk(data: Uint8Array, records: number): boolean {
-    return this.sink.writeChunk(data, records);
+  /** A worker's batch: `records` finished lines as UTF-8. The sink counts what it cannot take as dropped and releases the lease when done with the bytes. */
+  writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
+    return this.sink.writeChunk(data, records, lease);
   }
 
   /** Count records a worker dropped before they could be sent here. */

@@ -2,7 +2,7 @@
 // for the YAML keys) and the factories that turn it into the main thread's
 // AuditHub and a worker's WorkerAuditor.
 
-import { AuditHub } from './main-side.ts';
+import { AuditHub, type SendToWorker } from './main-side.ts';
 import { Auditor, type AuditMode } from './auditor.ts';
 import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind, type FileSinkOptions, type HttpSinkOptions, type StdoutSinkOptions } from './sinks.ts';
 import type { ParameterMode } from './record.ts';
@@ -45,7 +45,7 @@ export async function openAuditSink(config: AuditConfig): Promise<AuditSink> {
 export async function startMainAudit(
   config: AuditConfig,
   broadcast: (msg: AuditControlMessage) => void,
-  sendTo: (workerId: number, msg: AuditControlMessage) => void,
+  sendTo: SendToWorker,
   onHealthChange?: (healthy: boolean, lastError: string | null) => void,
 ): Promise<AuditHub> {
   const sink = await openAuditSink(config);

@@ -15,6 +15,13 @@
 // its queue is saturated (≥ 90 % of a bound, until it drains below 50 %), so
 // fail-closed also refuses statements while records would be dropped for lack of
 // room. Health changes are reported to onHealthChange listeners at once.
+//
+// A chunk may come with a ChunkLease: its bytes live in a buffer its owner (a
+// worker) wants back. The sink releases the lease once no part of the chunk is
+// queued or being written any more — written, or dropped — and the buffer then
+// goes back to the worker for its next lines: a steady audit stream allocates
+// nothing, so neither thread's heap sees new external memory (which V8 answers
+// with full garbage collections) and the process does not grow.
 
 import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
@@ -38,9 +45,10 @@ export interface AuditSink {
    * batch). The sink keeps a reference to `data`: the caller must not reuse it.
    * What does not fit the queue is refused from the first line that does not
    * fit on and counted as dropped; false = not every record was accepted.
-   * Never throws, never blocks.
+   * The sink releases `lease` (when given) once it no longer needs `data`,
+   * whatever became of the records. Never throws, never blocks.
    */
-  writeChunk(data: Uint8Array, records: number): boolean;
+  writeChunk(data: Uint8Array, records: number, lease?: ChunkLease | null): boolean;
   /** One line (ending in '\n'): writeChunk of its UTF-8 bytes. */
   write(line: string): boolean;
   readonly healthy: boolean;
@@ -61,10 +69,44 @@ export type AuditSinkKind = 'stdout' | 'file' | 'http';
 
 const NEWLINE = 0x0a; // '\n'
 
-/** Whole lines as UTF-8 bytes and how many they are. */
+/**
+ * A claim on a chunk's buffer, counted: every queued part of the chunk holds
+ * one reference; when the last is released the owner gets its buffer back
+ * (onFree). The buffer must not be read after that.
+ */
+export class ChunkLease {
+  private refs = 1;
+  private readonly onFree: () => void;
+
+  constructor(onFree: () => void) {
+    this.onFree = onFree;
+  }
+
+  /** One more part of the chunk holds the buffer (a split). */
+  retain(): void {
+    this.refs++;
+  }
+
+  release(): void {
+    if (this.refs <= 0) return;
+    if (--this.refs === 0) this.onFree();
+  }
+
+  get released(): boolean {
+    return this.refs === 0;
+  }
+}
+
+/** Whole lines as UTF-8 bytes and how many they are; `lease`: the claim this part holds on its buffer (null: nobody wants it back). */
 export interface LineChunk {
   readonly data: Uint8Array;
   readonly records: number;
+  readonly lease: ChunkLease | null;
+}
+
+/** Release the buffer claims of chunks the sink is done with (written or dropped). */
+export function releaseChunks(chunks: readonly LineChunk[]): void {
+  for (const c of chunks) c.lease?.release();
 }
 
 /**
@@ -114,22 +156,23 @@ export class ChunkQueue {
    * Queue a chunk; when it does not fit whole, its longest prefix of lines that
    * does (as a line-by-line queue would). `extraRecords`/`extraBytes` count
    * against the bounds too (an HTTP batch in flight). Returns the records taken.
+   * The lease passes to the queue (released at once when nothing was taken).
    */
-  push(data: Uint8Array, records: number, extraRecords = 0, extraBytes = 0): number {
+  push(data: Uint8Array, records: number, extraRecords = 0, extraBytes = 0, lease: ChunkLease | null = null): number {
     const roomRecords = this.maxRecords - this.records - extraRecords;
     const roomBytes = this.maxBytes - this.bytes - extraBytes;
     if (records <= roomRecords && data.length <= roomBytes) {
-      this.append(data, records);
+      this.append(data, records, lease);
       return records;
     }
-    if (roomRecords <= 0 || roomBytes <= 0) return 0;
-    const fit = linePrefix(data, roomRecords, roomBytes);
-    if (fit.records > 0) this.append(data.subarray(0, fit.bytes), fit.records);
+    const fit = roomRecords <= 0 || roomBytes <= 0 ? { bytes: 0, records: 0 } : linePrefix(data, roomRecords, roomBytes);
+    if (fit.records > 0) this.append(data.subarray(0, fit.bytes), fit.records, lease);
+    else lease?.release();
     return fit.records;
   }
 
-  private append(data: Uint8Array, records: number): void {
-    this.chunks.push({ data, records });
+  private append(data: Uint8Array, records: number, lease: ChunkLease | null): void {
+    this.chunks.push({ data, records, lease });
     this.records += records;
     this.bytes += data.length;
   }
@@ -173,8 +216,10 @@ export class ChunkQueue {
         this.head++;
         break;
       }
-      out.push({ data: chunk.data.subarray(0, cut.bytes), records: cut.records });
-      this.chunks[this.head] = { data: chunk.data.subarray(cut.bytes), records: chunk.records - cut.records };
+      // Both parts hold the buffer now.
+      chunk.lease?.retain();
+      out.push({ data: chunk.data.subarray(0, cut.bytes), records: cut.records, lease: chunk.lease });
+      this.chunks[this.head] = { data: chunk.data.subarray(cut.bytes), records: chunk.records - cut.records, lease: chunk.lease };
       records += cut.records;
       bytes += cut.bytes;
       break;
@@ -200,9 +245,10 @@ export class ChunkQueue {
     }
   }
 
-  /** Empty the queue; returns the records it held. */
+  /** Empty the queue (releasing its chunks); returns the records it held. */
   clear(): number {
     const n = this.records;
+    releaseChunks(this.chunks.slice(this.head));
     this.chunks = [];
     this.head = 0;
     this.records = 0;
@@ -266,7 +312,7 @@ abstract class SinkBase {
     }
   }
 
-  abstract writeChunk(data: Uint8Array, records: number): boolean;
+  abstract writeChunk(data: Uint8Array, records: number, lease?: ChunkLease | null): boolean;
 
   /** The main thread's own records (and tests) take the chunk path too: one mechanism. */
   write(line: string): boolean {
@@ -335,20 +381,26 @@ export class StdoutSink extends SinkBase implements AuditSink {
     this.stream.on('error', this.onError);
   }
 
-  writeChunk(data: Uint8Array, records: number): boolean {
+  writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
     if (this.closed || this.lastError !== null) {
       this.drop(records);
+      lease?.release();
       return false;
     }
     if (this.blocked) {
-      const taken = this.queue.push(data, records);
+      const taken = this.queue.push(data, records, 0, 0, lease);
       if (taken < records) this.drop(records - taken);
       this.updateSaturation(this.queue);
       return taken === records;
     }
     this.written += records;
-    if (!this.stream.write(data)) this.waitDrain();
+    if (!this.writeOut(data, lease)) this.waitDrain();
     return true;
+  }
+
+  /** stream.write; the lease is released once the stream is done with the bytes (its callback, error or not). */
+  private writeOut(data: Uint8Array, lease: ChunkLease | null): boolean {
+    return lease === null ? this.stream.write(data) : this.stream.write(data, () => lease.release());
   }
 
   private waitDrain(): void {
@@ -363,7 +415,7 @@ export class StdoutSink extends SinkBase implements AuditSink {
         this.stream.cork();
         for (const c of chunks) {
           this.written += c.records;
-          ok = this.stream.write(c.data) && ok;
+          ok = this.writeOut(c.data, c.lease) && ok;
         }
         this.stream.uncork();
         if (!ok) this.waitDrain();
@@ -483,8 +535,9 @@ export class FileSink extends SinkBase implements AuditSink {
     this.handle = handle;
   }
 
-  writeChunk(data: Uint8Array, records: number): boolean {
-    const taken = this.closed ? 0 : this.queue.push(data, records);
+  writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
+    if (this.closed) lease?.release();
+    const taken = this.closed ? 0 : this.queue.push(data, records, 0, 0, lease);
     if (taken < records) this.drop(records - taken);
     this.updateSaturation(this.queue);
     if (taken > 0 && !this.pumping && this.retryTimer === null) void this.pump();
@@ -520,6 +573,7 @@ export class FileSink extends SinkBase implements AuditSink {
         } finally {
           this.inflight = 0;
         }
+        releaseChunks(chunks);
         this.needNewline = false;
         this.written += records;
         this.updateSaturation(this.queue);
@@ -607,9 +661,10 @@ export class FileSink extends SinkBase implements AuditSink {
     this.closed = true;
     if (this.retryTimer !== null) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    // A write in flight finishes first (its records written, or put back on failure).
+    while (this.pumping) await new Promise((r) => setTimeout(r, 5));
     // What a failing destination still holds is lost now: count it.
     this.drop(this.queue.clear());
-    while (this.pumping) await new Promise((r) => setTimeout(r, 5));
     await this.closeHandle();
     this.wakeIdle();
   }
@@ -651,6 +706,8 @@ export interface HttpSinkOptions {
  * jittered backoff (Retry-After is honoured up to retryMaxMs); other 4xx
  * answers mean the collector will never take that batch: it is dropped
  * (counted). Any failure makes the sink unhealthy until a batch succeeds.
+ * Each batch is the sink's own copy (retries resend it): chunk buffers go
+ * back to their workers when the batch is taken, not when it is answered.
  */
 export class HttpSink extends SinkBase implements AuditSink {
   private readonly options: HttpSinkOptions;
@@ -658,7 +715,10 @@ export class HttpSink extends SinkBase implements AuditSink {
   private readonly client: Client;
   private readonly path: string;
   private readonly headers: Record<string, string>;
-  private inflight: LineChunk[] | null = null;
+  /** The batch being delivered (its own copy of the lines: retries resend it as it is). */
+  private inflight: Buffer | null = null;
+  /** A request for `inflight` is under way (else a retry is pending, or nothing is in flight). */
+  private sending = false;
   private inflightRecords = 0;
   private inflightBytes = 0;
   private attempt = 0;
@@ -687,36 +747,43 @@ export class HttpSink extends SinkBase implements AuditSink {
     this.flushTimer.unref();
   }
 
-  writeChunk(data: Uint8Array, records: number): boolean {
+  writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
+    if (this.closed) lease?.release();
     // The batch in flight counts against the bounds until it is delivered.
-    const taken = this.closed ? 0 : this.queue.push(data, records, this.inflightRecords, this.inflightBytes);
+    const taken = this.closed ? 0 : this.queue.push(data, records, this.inflightRecords, this.inflightBytes, lease);
     if (taken < records) this.drop(records - taken);
     this.updateSaturation(this.queue, this.inflightRecords, this.inflightBytes);
     if (this.queue.length >= this.options.batchMaxRecords || this.queue.size >= this.options.batchMaxBytes) this.kick();
     return taken === records;
   }
 
-  /** Start sending unless a batch is in flight or a retry is pending. */
+  /** Send the next batch (or resend the one in flight after its backoff) unless a request is under way or a retry is pending. */
   private kick(): void {
-    if (this.inflight !== null || this.retryTimer !== null || this.queue.length === 0) return;
-    this.inflight = this.queue.take(this.options.batchMaxRecords, this.options.batchMaxBytes);
-    this.inflightRecords = 0;
-    this.inflightBytes = 0;
-    for (const c of this.inflight) {
-      this.inflightRecords += c.records;
-      this.inflightBytes += c.data.length;
+    if (this.sending || this.retryTimer !== null) return;
+    if (this.inflight === null) {
+      if (this.queue.length === 0) return;
+      const chunks = this.queue.take(this.options.batchMaxRecords, this.options.batchMaxBytes);
+      // The batch's own copy, and the chunks' buffers go back at once: undici does not
+      // say when the socket is done with a body (a collector may answer before reading
+      // it all), so a worker's buffer must never be the body.
+      this.inflight = Buffer.concat(chunks.map((c) => c.data));
+      this.inflightRecords = 0;
+      for (const c of chunks) this.inflightRecords += c.records;
+      this.inflightBytes = this.inflight.length;
+      releaseChunks(chunks);
     }
+    this.sending = true;
     void this.send();
   }
 
   private async send(): Promise<void> {
-    const batch = this.inflight as LineChunk[];
+    const body = this.inflight as Buffer;
     const records = this.inflightRecords;
     let retryAfterMs = 0;
     let outcome: 'ok' | 'retry' | 'reject';
     let error = '';
     try {
-      const res = await this.client.request({ path: this.path, method: 'POST', headers: this.headers, body: batch.length === 1 ? (batch[0] as LineChunk).data : Buffer.concat(batch.map((c) => c.data)) });
+      const res = await this.client.request({ path: this.path, method: 'POST', headers: this.headers, body });
       await res.body.dump();
       const status = res.statusCode;
       if (status >= 200 && status < 300) outcome = 'ok';
@@ -733,9 +800,12 @@ export class HttpSink extends SinkBase implements AuditSink {
     }
     // close() gave up on this batch (and counted it) while it was in flight.
     if (this.destroyed) return;
-    this.inflight = null;
-    this.inflightRecords = 0;
-    this.inflightBytes = 0;
+    this.sending = false;
+    if (outcome !== 'retry') {
+      this.inflight = null;
+      this.inflightRecords = 0;
+      this.inflightBytes = 0;
+    }
     if (outcome === 'ok') {
       this.written += records;
       this.attempt = 0;
@@ -748,9 +818,8 @@ export class HttpSink extends SinkBase implements AuditSink {
     }
     this.failures++;
     if (outcome === 'reject') this.drop(records);
-    else this.queue.unshift(batch);
     this.setFailed(true, `${this.options.url}: ${error}`);
-    this.updateSaturation(this.queue);
+    this.updateSaturation(this.queue, this.inflightRecords, this.inflightBytes);
     this.attempt++;
     const base = Math.min(this.options.retryMaxMs, this.options.retryInitialMs * 2 ** Math.min(this.attempt - 1, 30));
     const jittered = base / 2 + (this.options.random ?? Math.random)() * (base / 2);

@@ -8,7 +8,11 @@
 // bytes without a copy and writes them as they are. (Posting string arrays cost
 // the main thread a structured clone per line, then a join and an encode per
 // write; keeping a batch as one string kept every line alive until the batch
-// left, so lines survived scavenges — measured as GC on both threads.)
+// left, so lines survived scavenges — measured as GC on both threads.) The
+// main thread gives each chunk buffer back once its sink has written it
+// ('audit-buffer'), and the next lines go into it: a steady stream allocates
+// no new buffers (each new 256 KiB counted as external memory and drove full
+// garbage collections in both threads, and the process grew ~250 MiB).
 //
 // Bounded end to end: the buffer has a record and byte bound, and the worker
 // keeps at most maxInFlightRecords posted but not yet acknowledged by the main
@@ -43,7 +47,9 @@ export type AuditControlMessage =
   /** The sink's health changed (also sent once to every new worker). */
   | { type: 'audit-health'; healthy: boolean }
   /** The main thread has handed this many of the worker's records to the sink. */
-  | { type: 'audit-ack'; records: number };
+  | { type: 'audit-ack'; records: number }
+  /** A chunk buffer the sink is done with, moved back (transferred) for reuse. */
+  | { type: 'audit-buffer'; buffer: ArrayBuffer };
 
 export interface AuditBufferOptions {
   mode: AuditMode;
@@ -55,6 +61,9 @@ export interface AuditBufferOptions {
 
 /** Bytes of one chunk the worker writes lines into (a line longer than this gets a chunk of its own). */
 export const CHUNK_BYTES = 256 * 1024;
+
+/** Returned chunk buffers a worker keeps for reuse; more are let go. */
+const MAX_SPARE_BUFFERS = 8;
 
 /** A batch part: whole lines as UTF-8 in an ArrayBuffer of its own (transferable), and how many. */
 export interface AuditChunk {
@@ -82,8 +91,9 @@ export class AuditBuffer {
   private totalDropped = 0;
   private state: AuditHealth = 'unknown';
   private readonly options: AuditBufferOptions;
-  /** A mostly empty chunk's buffer kept by drain() for the next batch (its lines left in an exact copy). */
-  private spare: Buffer | null = null;
+  /** Chunk buffers to write the next lines into: returned by the main thread, or kept by drain() (a mostly empty chunk's lines left in an exact copy). */
+  private readonly spares: Buffer[] = [];
+  private allocated = 0;
 
   constructor(options: AuditBufferOptions) {
     this.options = options;
@@ -131,13 +141,23 @@ export class AuditBuffer {
   }
 
   private newChunk(minBytes: number): Buffer {
-    const spare = this.spare;
-    if (spare !== null && spare.length >= minBytes) {
-      this.spare = null;
-      return spare;
+    if (minBytes <= CHUNK_BYTES) {
+      const spare = this.spares.pop();
+      if (spare !== undefined) return spare;
     }
     // allocUnsafeSlow: never a slice of Node's shared pool, so the ArrayBuffer can be transferred.
+    this.allocated++;
     return Buffer.allocUnsafeSlow(Math.max(CHUNK_BYTES, minBytes));
+  }
+
+  /** A chunk buffer back from the main thread: kept for the next lines (up to MAX_SPARE_BUFFERS). */
+  adopt(buffer: ArrayBuffer): void {
+    if (buffer.byteLength === CHUNK_BYTES && this.spares.length < MAX_SPARE_BUFFERS) this.spares.push(Buffer.from(buffer));
+  }
+
+  /** Chunk buffers allocated so far (not reused ones). */
+  get buffersAllocated(): number {
+    return this.allocated;
   }
 
   private drop(): false {
@@ -166,7 +186,7 @@ export class AuditBuffer {
         const copy = new Uint8Array(c.used);
         copy.set(c.buf.subarray(0, c.used));
         out.push({ data: copy, records: c.records });
-        this.spare = c.buf;
+        if (this.spares.length < MAX_SPARE_BUFFERS) this.spares.push(c.buf);
       } else {
         out.push({ data: new Uint8Array(c.buf.buffer as ArrayBuffer, c.buf.byteOffset, c.used), records: c.records });
       }
@@ -278,6 +298,9 @@ export class WorkerAuditor implements AuditRecorder {
       case 'audit-ack':
         this.inFlight = Math.max(0, this.inFlight - msg.records);
         return;
+      case 'audit-buffer':
+        this.buffer.adopt(msg.buffer);
+        return;
       default: {
         const unreachable: never = msg;
         void unreachable;
@@ -304,7 +327,7 @@ export class WorkerAuditor implements AuditRecorder {
     }
   }
 
-  stats(): { queued: number; inFlight: number; posted: number; dropped: number } {
-    return { queued: this.buffer.queued, inFlight: this.inFlight, posted: this.posted, dropped: this.buffer.droppedTotal };
+  stats(): { queued: number; inFlight: number; posted: number; dropped: number; buffersAllocated: number } {
+    return { queued: this.buffer.queued, inFlight: this.inFlight, posted: this.posted, dropped: this.buffer.droppedTotal, buffersAllocated: this.buffer.buffersAllocated };
   }
 }

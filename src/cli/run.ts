@@ -34,7 +34,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
     const hub = await startMainAudit(
       config.audit,
       (msg) => supervisor.broadcast(msg),
-      (id, msg) => supervisor.sendTo(id, msg),
+      (id, msg, transfer) => supervisor.sendTo(id, msg, transfer),
       (healthy, lastError) => (healthy ? log.info({}, 'audit sink healthy again') : log.error({ err: lastError }, 'audit sink failing')),
     );
     supervisor.setAudit(hub);

@@ -170,8 +170,8 @@ export class Supervisor {
     }
   }
 
-  private send(worker: Worker, msg: MainToWorker): void {
-    worker.postMessage(msg);
+  private send(worker: Worker, msg: MainToWorker, transfer?: ArrayBuffer[]): void {
+    worker.postMessage(msg, transfer);
   }
 
   /** To every live worker (audit health changes). */
@@ -179,10 +179,10 @@ export class Supervisor {
     for (const slot of this.slots) if (slot.worker) this.send(slot.worker, msg);
   }
 
-  /** To one worker (audit acknowledgements). */
-  sendTo(workerId: number, msg: MainToWorker): void {
+  /** To one worker (audit acknowledgements and returned chunk buffers, moved by `transfer`). */
+  sendTo(workerId: number, msg: MainToWorker, transfer?: ArrayBuffer[]): void {
     const worker = this.slots[workerId]?.worker;
-    if (worker) this.send(worker, msg);
+    if (worker) this.send(worker, msg, transfer);
   }
 
   setAudit(audit: AuditHub | null): void {

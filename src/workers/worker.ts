@@ -340,6 +340,7 @@ port.on('message', (msg: MainToWorker) => {
       return;
     case 'audit-health':
     case 'audit-ack':
+    case 'audit-buffer':
       workerAuditor?.onMessage(msg);
       return;
     case 'crash':

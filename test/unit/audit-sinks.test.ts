@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
-import { ChunkQueue, FileSink, HttpSink, StdoutSink } from '../../src/audit/sinks.ts';
+import { ChunkLease, ChunkQueue, FileSink, HttpSink, releaseChunks, StdoutSink } from '../../src/audit/sinks.ts';
 import { isErrorCode } from '../../src/errors.ts';
 
 const dirs: string[] = [];
@@ -91,6 +91,152 @@ test('ChunkQueue: take splits at a line boundary for either bound, always yields
   q.push(bytes('b\n'), 1);
   assert.equal(q.clear(), 2);
   assert.deepEqual([q.length, q.size], [0, 0]);
+});
+
+/**
+ * A ChunkLease that counts what is done to it: retains (splits), releases (every
+ * call, including any past the last reference) and frees (onFree calls).
+ * `balanced`: every reference was released exactly once.
+ */
+class CountingLease extends ChunkLease {
+  retains = 0;
+  releases = 0;
+  private readonly freed: { n: number };
+
+  constructor(onFree: () => void = () => {}) {
+    const freed = { n: 0 };
+    super(() => {
+      freed.n++;
+      onFree();
+    });
+    this.freed = freed;
+  }
+
+  get frees(): number {
+    return this.freed.n;
+  }
+
+  get balanced(): boolean {
+    return this.releases === this.retains + 1 && this.freed.n === 1;
+  }
+
+  /** For assertion messages. */
+  get counts(): string {
+    return `retains ${this.retains}, releases ${this.releases}, frees ${this.freed.n}`;
+  }
+
+  override retain(): void {
+    this.retains++;
+    super.retain();
+  }
+
+  override release(): void {
+    this.releases++;
+    super.release();
+  }
+}
+
+/** The worker's side of detachAndReuse: the buffers it got back, kept for its next lines. */
+const givenBack: ArrayBuffer[] = [];
+
+/**
+ * Give `data`'s ArrayBuffer back as a worker would (the transfer detaches it
+ * here) and write new bytes into it there: a later read through `data` sees
+ * nothing in JavaScript, and native code still holding the memory (a socket
+ * write) sends 'X's. The memory is kept alive, as the worker keeps it: freed,
+ * such a native read would be a use-after-free, not a clean assertion.
+ */
+function detachAndReuse(data: Uint8Array): void {
+  const moved = structuredClone(data.buffer as ArrayBuffer, { transfer: [data.buffer as ArrayBuffer] });
+  new Uint8Array(moved).fill(0x58); // 'X'
+  givenBack.push(moved);
+}
+
+test('ChunkLease: counted references; onFree runs once, when the last is released, never again', () => {
+  let frees = 0;
+  const lease = new ChunkLease(() => frees++);
+  lease.retain();
+  lease.release();
+  assert.deepEqual([frees, lease.released], [0, false]);
+  lease.release();
+  assert.deepEqual([frees, lease.released], [1, true]);
+  lease.release();
+  lease.release();
+  assert.equal(frees, 1, 'a release past the last reference does not free again');
+});
+
+test('ChunkQueue lease: a chunk split by take() is freed only once every part is released', () => {
+  const q = new ChunkQueue(100, 1000);
+  const lease = new CountingLease();
+  assert.equal(q.push(bytes('a1\na2\na3\na4\n'), 4, 0, 0, lease), 4);
+  assert.equal(lease.releases, 0, 'queued whole: the queue holds it');
+  // Three parts: bytes cut ('a1\na2\n'), records cut ('a3\n'), the rest whole ('a4\n').
+  const first = q.take(100, 7);
+  assert.equal(text(first), 'a1\na2\n');
+  const second = q.take(1, 1000);
+  assert.equal(text(second), 'a3\n');
+  assert.equal(lease.retains, 2, 'each split retains: every part holds the buffer');
+  assert.ok([...first, ...second].every((c) => c.lease === lease));
+  releaseChunks(first);
+  releaseChunks(second);
+  assert.equal(lease.frees, 0, "'a4\\n' is still queued on the same buffer");
+  assert.equal(lease.released, false);
+  // A failed write puts parts back: no release, no retain.
+  const third = q.take(100, 1000);
+  q.unshift(third);
+  assert.deepEqual([lease.releases, lease.retains, lease.frees], [2, 2, 0]);
+  const last = q.take(100, 1000);
+  assert.equal(text(last), 'a4\n');
+  assert.equal(last[0]!.lease, lease);
+  releaseChunks(last);
+  assert.equal(lease.frees, 1, 'freed with the last part');
+  assert.ok(lease.balanced, lease.counts);
+  assert.equal(q.clear(), 0);
+  assert.equal(lease.frees, 1, 'clear() of an empty queue releases nothing');
+});
+
+test('ChunkQueue lease: push with no room releases at once; a queued prefix keeps it; clear() releases what is queued, once', () => {
+  // No room for a single line: by records, by bytes, by what is in flight (extraRecords / extraBytes).
+  const full = new ChunkQueue(2, 100);
+  full.push(bytes('a\nb\n'), 2);
+  const byRecords = new CountingLease();
+  assert.equal(full.push(bytes('c\n'), 1, 0, 0, byRecords), 0);
+  assert.ok(byRecords.balanced, 'nothing fit (records): released at once');
+  const bytesFull = new ChunkQueue(100, 4);
+  bytesFull.push(bytes('ab\n'), 1);
+  const byBytes = new CountingLease();
+  assert.equal(bytesFull.push(bytes('cd\n'), 1, 0, 0, byBytes), 0);
+  assert.ok(byBytes.balanced, 'nothing fit (bytes): released at once');
+  const inflight = new ChunkQueue(5, 100);
+  const byInflight = new CountingLease();
+  assert.equal(inflight.push(bytes('x\n'), 1, 5, 0, byInflight), 0);
+  assert.ok(byInflight.balanced, 'nothing fit (in flight): released at once');
+  assert.deepEqual([inflight.length, inflight.size], [0, 0]);
+
+  // A prefix of lines fits: the queue keeps the lease (the prefix is on its buffer).
+  const q = new ChunkQueue(3, 1000);
+  const prefix = new CountingLease();
+  assert.equal(q.push(bytes('p1\np2\np3\np4\n'), 4, 0, 0, prefix), 3);
+  assert.deepEqual([prefix.releases, prefix.frees], [0, 0], 'the queued prefix keeps the lease');
+  const whole = new CountingLease();
+  const q2 = new ChunkQueue(10, 1000);
+  q2.push(bytes('w1\n'), 1, 0, 0, whole);
+  const split = new CountingLease();
+  q2.push(bytes('s1\ns2\ns3\n'), 3, 0, 0, split);
+  // w1 and s1 are taken (being written, say); s2..s3 stay queued.
+  const taken = q2.take(2, 1000);
+  assert.equal(text(taken), 'w1\ns1\n');
+  assert.equal(q2.clear(), 2);
+  assert.equal(split.frees, 0, 'the taken part still holds the buffer after clear()');
+  assert.equal(whole.frees, 0, 'a chunk taken before clear() is not clear()\'s to release');
+  releaseChunks(taken);
+  assert.ok(whole.balanced);
+  assert.ok(split.balanced, `split: ${split.counts}`);
+  // clear() releases the queued prefix; a second clear() releases nothing again.
+  assert.equal(q.clear(), 3);
+  assert.ok(prefix.balanced);
+  assert.equal(q.clear(), 0);
+  assert.equal(prefix.releases, 1, 'clear() twice: released once');
 });
 
 // ------------------------------------------------------------------- file
@@ -390,6 +536,165 @@ test('file sink: saturation (≥ 90 % of the queue) is unhealthy until it drains
   await sink.close();
 });
 
+test('file sink lease: held while its writev is in flight, released once the bytes are in the file', async () => {
+  const file = path.join(tempDir(), 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 1, ...FILE_DEFAULTS });
+  const lines = [0, 1, 2].map((i) => wideLine(i));
+  let atFree: Buffer | null = null;
+  const lease = new CountingLease(() => {
+    atFree = readFileSync(file);
+  });
+  let open = (): void => {};
+  const gate = new Promise<void>((r) => (open = r));
+  await withWritev(
+    async (orig, self, buffers) => {
+      await gate;
+      return orig.call(self, buffers);
+    },
+    async (calls) => {
+      assert.equal(sink.writeChunk(chunkOf(lines), 3, lease), true);
+      assert.equal(lease.releases, 0, 'not at writeChunk');
+      await until(() => calls() === 1);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(lease.releases, 0, 'not while the writev is in flight');
+      open();
+      await sink.flush();
+    },
+  );
+  assert.ok(lease.balanced, lease.counts);
+  assert.deepEqual(atFree, Buffer.from(lines.join(''), 'utf8'), 'when it was released, every byte was in the file');
+  await sink.close();
+  assert.equal(lease.releases, 1, 'close() does not release it again');
+});
+
+test('file sink lease: held while a failing destination keeps the records for retry, released once the retry writes them', async () => {
+  const dir = tempDir();
+  const sub = path.join(dir, 'logs');
+  mkdirSync(sub);
+  const file = path.join(sub, 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 300, keep: 1, ...FILE_DEFAULTS });
+  sink.write(line(0));
+  await sink.flush();
+  rmSync(sub, { recursive: true });
+  // The lines that fit the open (now unlinked) file go out; rotation then has to
+  // reopen the path in a directory that is gone: the rest of the chunk waits.
+  const lines = Array.from({ length: 8 }, (_, i) => line(i + 1));
+  let atFree: unknown = null;
+  const lease = new CountingLease(() => {
+    try {
+      atFree = readFileSync(file);
+    } catch (err) {
+      atFree = err;
+    }
+  });
+  assert.equal(sink.writeChunk(chunkOf(lines), 8, lease), true);
+  await until(() => sink.stats().failures >= 3);
+  assert.match(sink.lastError ?? '', /ENOENT/);
+  const waiting = sink.stats().queued;
+  assert.ok(waiting > 0 && waiting < 8, `part of the chunk written, ${waiting} lines wait`);
+  assert.equal(lease.retains, 1, 'split: the written part and the waiting part each held a reference');
+  assert.equal(lease.releases, 1, 'the written part released its reference');
+  assert.equal(lease.frees, 0, 'the waiting part still holds the buffer, across retries');
+  mkdirSync(sub);
+  await until(() => sink.healthy && sink.stats().queued === 0);
+  assert.ok(lease.balanced, lease.counts);
+  const retried = readFileSync(file);
+  assert.equal(retried.toString('utf8'), lines.slice(8 - waiting).join(''), 'the waiting lines, once');
+  assert.deepEqual(atFree, retried, 'released once the retried lines were in the file');
+  await sink.close();
+  assert.equal(sink.stats().dropped, 0);
+});
+
+test('file sink lease: dropped records release it — no room in the queue, close() giving up on a failing destination, a closed sink', async () => {
+  const file = path.join(tempDir(), 'audit.log');
+  mkdirSync(file); // every open gives EISDIR: the queue only fills
+  const sink = FileSink.lazy({ path: file, maxBytes: 1 << 20, keep: 1, maxQueuedRecords: 4, maxQueuedBytes: 1 << 20, retryMs: 20 });
+  const whole = new CountingLease();
+  const prefix = new CountingLease();
+  const none = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([line(0), line(1)]), 2, whole), true);
+  assert.equal(sink.writeChunk(chunkOf([line(2), line(3), line(4)]), 3, prefix), false, 'two of three fit');
+  assert.equal(sink.writeChunk(chunkOf([line(5)]), 1, none), false);
+  assert.ok(none.balanced, 'nothing queued: released at once');
+  await until(() => sink.stats().failures >= 2);
+  assert.match(sink.lastError ?? '', /EISDIR/);
+  assert.deepEqual([whole.releases, prefix.releases], [0, 0], 'queued for the retry: held');
+  await sink.close();
+  assert.ok(whole.balanced, 'close() dropped it: released');
+  assert.ok(prefix.balanced, 'close() dropped the queued prefix: released');
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 6, queued: 0, failures: sink.stats().failures });
+  const late = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([line(6)]), 1, late), false);
+  assert.ok(late.balanced, 'closed: released at once');
+});
+
+test('file sink lease: close() while a retried write is in flight and fails again drops those records and releases them', async () => {
+  const file = path.join(tempDir(), 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 1, ...FILE_DEFAULTS });
+  const lease = new CountingLease();
+  let fail = (): void => {};
+  const failNow = new Promise<void>((r) => (fail = r));
+  await withWritev(
+    async (_orig, _self, _buffers, call) => {
+      // The retry (call 2) stays in flight until the test lets it fail.
+      if (call === 2) await failNow;
+      throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+    },
+    async (calls) => {
+      assert.equal(sink.writeChunk(chunkOf([line(0), line(1)]), 2, lease), true);
+      await until(() => calls() === 2);
+      assert.equal(sink.healthy, false);
+      assert.equal(lease.releases, 0);
+      const closing = sink.close();
+      await new Promise((r) => setTimeout(r, 20));
+      fail();
+      await closing;
+      assert.equal(calls(), 2, 'no retry after close()');
+    },
+  );
+  assert.ok(lease.balanced, `the buffer never went back (${lease.counts})`);
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 2, queued: 0, failures: 2 });
+});
+
+test('file sink lease: after release the buffer is never read (onFree detaches and reuses it); the files hold every byte', async () => {
+  const dir = tempDir();
+  const file = path.join(dir, 'audit.log');
+  const sink = await FileSink.open({ path: file, maxBytes: 400, keep: 10, ...FILE_DEFAULTS });
+  // One chunk over three files: rotation splits it, and the part after the first rotation fails once.
+  const lines = Array.from({ length: 20 }, (_, i) => wideLine(i));
+  const expected = Buffer.from(lines.join(''), 'utf8');
+  const data = chunkOf(lines);
+  const lease = new CountingLease(() => detachAndReuse(data));
+  let retry = (): void => {};
+  const retryNow = new Promise<void>((r) => (retry = r));
+  await withWritev(
+    async (orig, self, buffers, call) => {
+      if (call === 2) throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+      if (call === 3) await retryNow;
+      return orig.call(self, buffers);
+    },
+    async (calls) => {
+      assert.equal(sink.writeChunk(data, 20, lease), true);
+      await until(() => calls() === 3);
+      assert.equal(sink.healthy, false);
+      assert.equal(lease.frees, 0, 'the failed part waits on the buffer');
+      assert.equal(data.byteLength, expected.length);
+      retry();
+      await until(() => sink.healthy && sink.stats().queued === 0);
+    },
+  );
+  assert.ok(lease.balanced, lease.counts);
+  assert.ok(lease.retains >= 2, 'split at least twice');
+  assert.equal(data.byteLength, 0, 'onFree detached the buffer');
+  const names = readdirSync(dir)
+    .filter((n) => n.startsWith('audit.log'))
+    .sort((a, b) => (b.length - a.length) || b.localeCompare(a)); // oldest first, live file last
+  assert.ok(names.length >= 3, `rotated at least twice (${names.join(', ')})`);
+  assert.deepEqual(Buffer.concat(names.map((n) => readFileSync(path.join(dir, n)))), expected, 'every byte once, in order, none reused');
+  assert.deepEqual(sink.stats(), { written: 20, dropped: 0, queued: 0, failures: 1 });
+  await sink.close();
+});
+
 // ----------------------------------------------------------------- stdout
 
 class SlowStream extends Writable {
@@ -462,6 +767,60 @@ test('stdout sink: a stream error (EPIPE) is final: unhealthy, later lines dropp
   assert.equal(sink.write(line(1)), false);
   assert.equal(sink.stats().failures, 1);
   await sink.close();
+});
+
+test('stdout sink lease: released in the write callback, not before; chunks queued under backpressure are released once written after drain', async () => {
+  const stream = new SlowStream();
+  const sink = new StdoutSink({ stream, maxQueuedRecords: 4, maxQueuedBytes: 1 << 20 });
+  const lines = Array.from({ length: 8 }, (_, i) => wideLine(i));
+  const [a, b, c, d] = [0, 1, 2, 3].map(() => new CountingLease()) as [CountingLease, CountingLease, CountingLease, CountingLease];
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(0, 2)), 2, a), true, 'to the stream (past its 64-byte buffer: wait for drain)');
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(2, 4)), 2, b), true, 'queued');
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(4, 7)), 3, c), false, 'two of three queued');
+  assert.equal(sink.writeChunk(chunkOf(lines.slice(7)), 1, d), false, 'no room');
+  assert.ok(d.balanced, 'dropped: released at once');
+  await new Promise((r) => setImmediate(r));
+  assert.equal(stream.pending.length, 1, "a's bytes are in _write, its callback not called");
+  assert.deepEqual([a.releases, b.releases, c.releases], [0, 0, 0]);
+  // a's callback releases a; 'drain' then hands b and c to the stream, which takes b first.
+  stream.release();
+  await until(() => a.releases === 1);
+  await until(() => stream.pending.length === 1);
+  assert.deepEqual([b.releases, c.releases], [0, 0], 'b in _write, c buffered in the stream');
+  stream.release();
+  await until(() => b.releases === 1);
+  await until(() => stream.pending.length === 1);
+  assert.equal(c.releases, 0, 'c in _write');
+  stream.release();
+  await until(() => c.releases === 1);
+  await sink.flush();
+  for (const [name, l] of Object.entries({ a, b, c, d })) assert.ok(l.balanced, `${name}: ${l.counts}`);
+  assert.equal(stream.chunks.join(''), lines.slice(0, 6).join(''));
+  assert.deepEqual(sink.stats(), { written: 6, dropped: 2, queued: 0, failures: 0 });
+  await sink.close();
+});
+
+test('stdout sink lease: a stream error releases the failed write, what was queued, and every later chunk at once', async () => {
+  const stream = new SlowStream();
+  const sink = new StdoutSink({ stream, maxQueuedRecords: 10, maxQueuedBytes: 1 << 20 });
+  const inStream = new CountingLease();
+  const queued = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([wideLine(0), wideLine(1)]), 2, inStream), true);
+  assert.equal(sink.writeChunk(chunkOf([wideLine(2)]), 1, queued), true);
+  assert.equal(stream.pending.length, 1);
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual([inStream.releases, queued.releases], [0, 0]);
+  const fail = stream.pending.shift() as (err: Error) => void;
+  fail(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+  await until(() => !sink.healthy);
+  await until(() => inStream.releases > 0 && queued.releases > 0);
+  assert.ok(inStream.balanced, 'the write callback (with the error) released it');
+  assert.ok(queued.balanced, 'the queue was dropped: released');
+  const later = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([wideLine(3)]), 1, later), false);
+  assert.ok(later.balanced, 'failed sink: released at once');
+  await sink.close();
+  assert.deepEqual(sink.stats(), { written: 2, dropped: 2, queued: 0, failures: 1 });
 });
 
 // ------------------------------------------------------------------- http
@@ -575,6 +934,8 @@ test('http sink: 500s retry the same batch with exponential backoff; unhealthy u
   assert.ok(elapsed >= 270, `backoff waited ${elapsed} ms`);
   assert.equal(c.requests, 4);
   assert.deepEqual(c.received[0]!.lines.map((l) => (JSON.parse(l) as { n: number }).n), Array.from({ length: 10 }, (_, i) => i));
+  // The collector has the batch; the sink hears the 200 a moment later.
+  await until(() => sink.healthy);
   assert.deepEqual(health, [false, true]);
   assert.equal(sink.healthy, true);
   assert.deepEqual(sink.stats(), { written: 10, dropped: 0, queued: 0, failures: 3 });
@@ -676,4 +1037,235 @@ test('http sink: close delivers what is queued, within the close timeout; a dead
 
 test('http sink: a url that is not http(s) is refused with RG_AUDIT_SINK', () => {
   assert.throws(() => new HttpSink({ url: 'ftp://example/', ...HTTP_DEFAULTS }), (err: Error & { code?: string }) => err.code === 'RG_AUDIT_SINK');
+});
+
+interface HeldRequest {
+  body: Buffer;
+  answer: (status: number) => void;
+}
+
+/** A collector that holds every request, body read, until the test answers it. */
+async function heldCollector(port = 0): Promise<{ url: string; requests: HeldRequest[]; close: () => Promise<void> }> {
+  const requests: HeldRequest[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      requests.push({
+        body: Buffer.concat(chunks),
+        answer: (status) => {
+          res.writeHead(status);
+          res.end();
+        },
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/ingest`,
+    requests,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+// The HTTP sink's contract differs from the file's and stdout's: it copies each batch as
+// it takes it for a request (undici does not say when the socket is done with a body — a
+// collector may answer before reading it all) and releases the chunks' buffers right then;
+// retries resend its copy. So: released once sent, and never read again after release.
+
+test('http sink lease: released once the batch is copied for its request; the body is intact though the buffer is reused at once', async () => {
+  const c = await heldCollector();
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS });
+  const lines = [0, 1, 2].map((i) => wideLine(i));
+  const data = chunkOf(lines);
+  const lease = new CountingLease(() => detachAndReuse(data));
+  assert.equal(sink.writeChunk(data, 3, lease), true);
+  assert.equal(lease.releases, 0, 'queued: held');
+  const flushed = sink.flush();
+  await until(() => c.requests.length === 1);
+  assert.ok(lease.balanced, `sent (not yet answered): released — ${lease.counts}`);
+  assert.equal(data.byteLength, 0, 'onFree detached the buffer');
+  assert.deepEqual(c.requests[0]!.body, Buffer.from(lines.join(''), 'utf8'));
+  c.requests[0]!.answer(204);
+  await flushed;
+  assert.deepEqual(sink.stats(), { written: 3, dropped: 0, queued: 0, failures: 0 });
+  await sink.close();
+  assert.equal(lease.releases, 1);
+  await c.close();
+});
+
+test('http sink lease: a 4xx rejection drops the batch (released when it was sent) and does not retry it', async () => {
+  const c = await heldCollector();
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS });
+  const lease = new CountingLease();
+  sink.writeChunk(chunkOf([line(0), line(1)]), 2, lease);
+  void sink.flush();
+  await until(() => c.requests.length === 1);
+  assert.ok(lease.balanced, lease.counts);
+  c.requests[0]!.answer(400);
+  await until(() => sink.stats().dropped === 2);
+  assert.equal(sink.healthy, false);
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 2, queued: 0, failures: 1 });
+  await sink.close();
+  assert.equal(c.requests.length, 1, 'not retried');
+  assert.equal(lease.releases, 1, 'released once');
+  await c.close();
+});
+
+test('http sink lease: 5xx retries resend the same bytes from the sink\'s copy, after the buffer went back and was overwritten', async () => {
+  const c = await heldCollector();
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, retryInitialMs: 20, random: () => 0 });
+  const lines = [0, 1, 2].map((i) => wideLine(i));
+  const data = chunkOf(lines);
+  const lease = new CountingLease(() => detachAndReuse(data));
+  sink.writeChunk(data, 3, lease);
+  void sink.flush();
+  await until(() => c.requests.length === 1);
+  assert.ok(lease.balanced, lease.counts);
+  c.requests[0]!.answer(500);
+  await until(() => c.requests.length === 2);
+  c.requests[1]!.answer(503);
+  await until(() => c.requests.length === 3);
+  assert.equal(sink.healthy, false);
+  for (const r of c.requests) assert.deepEqual(r.body, Buffer.from(lines.join(''), 'utf8'), 'the same bytes each time');
+  c.requests[2]!.answer(200);
+  await until(() => sink.healthy);
+  assert.deepEqual(sink.stats(), { written: 3, dropped: 0, queued: 0, failures: 2 });
+  assert.equal(lease.releases, 1, 'released once');
+  await sink.close();
+  await c.close();
+});
+
+test('http sink lease: a refused connection retries from the copy; the collector back gets every byte', async () => {
+  const probe = http.createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const sink = new HttpSink({ url: `http://127.0.0.1:${port}/`, ...HTTP_DEFAULTS, retryInitialMs: 20, retryMaxMs: 50 });
+  const lines = [0, 1, 2, 3].map((i) => line(i));
+  const data = chunkOf(lines);
+  const lease = new CountingLease(() => detachAndReuse(data));
+  sink.writeChunk(data, 4, lease);
+  void sink.flush();
+  await until(() => sink.stats().failures >= 2);
+  assert.match(sink.lastError ?? '', /ECONNREFUSED/);
+  assert.ok(lease.balanced, lease.counts);
+  const c = await heldCollector(port);
+  await until(() => c.requests.length === 1);
+  c.requests[0]!.answer(200);
+  await until(() => sink.healthy);
+  assert.deepEqual(c.requests[0]!.body, Buffer.from(lines.join(''), 'utf8'));
+  assert.equal(lease.releases, 1);
+  await sink.close();
+  await c.close();
+});
+
+test('http sink lease: a chunk cut into batches is released when its last part is sent; the buffer is not read after (detached in onFree)', async () => {
+  const c = await heldCollector();
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, batchMaxRecords: 10 });
+  const lines = Array.from({ length: 25 }, (_, i) => wideLine(i));
+  const expected = Buffer.from(lines.join(''), 'utf8');
+  const data = chunkOf(lines);
+  const lease = new CountingLease(() => detachAndReuse(data));
+  assert.equal(sink.writeChunk(data, 25, lease), true);
+  for (let batch = 0; batch < 3; batch++) {
+    await until(() => c.requests.length === batch + 1);
+    if (batch < 2) assert.equal(lease.frees, 0, `batch ${batch + 1} sent, the rest still queued: held`);
+    else assert.ok(lease.balanced, `the last part sent: released — ${lease.counts}`);
+    c.requests[batch]!.answer(200);
+  }
+  assert.equal(lease.retains, 2, 'two splits: three parts');
+  assert.equal(data.byteLength, 0, 'onFree detached the buffer');
+  assert.deepEqual(c.requests.map((r) => r.body.toString('utf8').split('\n').length - 1), [10, 10, 5]);
+  assert.deepEqual(Buffer.concat(c.requests.map((r) => r.body)), expected, 'every byte once, in order, none reused');
+  await sink.flush();
+  assert.deepEqual(sink.stats(), { written: 25, dropped: 0, queued: 0, failures: 0 });
+  await sink.close();
+  await c.close();
+});
+
+test('http sink lease: dropped records release it — no room, close() dropping the queue, a closed sink', async () => {
+  const c = await heldCollector(); // never answers
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, batchMaxRecords: 2, maxQueuedRecords: 3, flushIntervalMs: 60_000, closeTimeoutMs: 150 });
+  const inflight = new CountingLease();
+  const queued = new CountingLease();
+  const none = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([line(0), line(1)]), 2, inflight), true, 'a full batch: sent at once');
+  assert.equal(sink.writeChunk(chunkOf([line(2)]), 1, queued), true, 'queued (the batch in flight counts against the bound)');
+  assert.equal(sink.writeChunk(chunkOf([line(3)]), 1, none), false);
+  assert.ok(none.balanced, 'no room: released at once');
+  await until(() => c.requests.length === 1);
+  assert.ok(inflight.balanced, 'sent: released');
+  assert.equal(queued.releases, 0, 'queued: held');
+  await sink.close();
+  assert.ok(queued.balanced, 'close() dropped the queue: released');
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 4, queued: 0, failures: sink.stats().failures });
+  const late = new CountingLease();
+  assert.equal(sink.writeChunk(chunkOf([line(4)]), 1, late), false);
+  assert.ok(late.balanced, 'closed: released at once');
+  await c.close();
+});
+
+test('http sink lease: close() giving up on a retrying batch (5xx until the close timeout) drops it; its lease went at the first send', async () => {
+  const dead = await collector(Array.from({ length: 100 }, () => 503));
+  const sink = new HttpSink({ url: dead.url, ...HTTP_DEFAULTS, closeTimeoutMs: 150 });
+  const lease = new CountingLease();
+  sink.writeChunk(chunkOf([line(0), line(1), line(2)]), 3, lease);
+  void sink.flush();
+  await until(() => sink.stats().failures >= 1);
+  assert.ok(lease.balanced, lease.counts);
+  await sink.close();
+  assert.equal(lease.releases, 1);
+  assert.deepEqual(sink.stats(), { written: 0, dropped: 3, queued: 0, failures: sink.stats().failures });
+  await dead.close();
+});
+
+test('http sink lease: a collector that answers before reading the whole body (early 2xx or 413) — the buffer is not read after release', async () => {
+  // 16 MB: more than loopback's socket buffers take while the collector does not read,
+  // so part of the body is still queued in the client's socket when the answer comes.
+  const lines = 160_000;
+  const expected = Buffer.from(`${'y'.repeat(99)}\n`.repeat(lines), 'utf8');
+  for (const status of [200, 413]) {
+    let held: http.IncomingMessage | null = null;
+    const chunks: Buffer[] = [];
+    let ended = false;
+    const server = http.createServer((req, res) => {
+      held = req;
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => (ended = true));
+      req.pause();
+      res.writeHead(status);
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const sink = new HttpSink({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/`, ...HTTP_DEFAULTS, batchMaxRecords: lines, batchMaxBytes: 64 << 20, maxQueuedRecords: lines, maxQueuedBytes: 64 << 20 });
+    try {
+      const data = new Uint8Array(expected);
+      const lease = new CountingLease(() => detachAndReuse(data));
+      assert.equal(sink.writeChunk(data, lines, lease), true);
+      void sink.flush();
+      // The sink has acted on the answer (released the lease long before: at send); then read what the socket still carries.
+      await until(() => lease.released && sink.stats().queued === 0);
+      (held as http.IncomingMessage | null)?.resume();
+      // Until the body ends, or the client stops sending (it may abandon a body after an early answer).
+      let seen = -1;
+      while (!ended && chunks.length !== seen) {
+        seen = chunks.length;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const received = Buffer.concat(chunks);
+      assert.ok(received.length > 0);
+      assert.ok(received.equals(expected.subarray(0, received.length)), `HTTP ${status}: bytes from the reused buffer reached the collector (the first at ${received.indexOf(0x58)} of ${received.length})`);
+      assert.ok(lease.balanced, lease.counts);
+    } finally {
+      await sink.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      givenBack.length = 0;
+    }
+  }
 });

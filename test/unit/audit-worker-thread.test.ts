@@ -1,7 +1,9 @@
 // The cross-thread audit path with a real worker_threads Worker: records made
 // in the worker arrive in the main thread's file sink, in order and byte-exact,
 // their chunks really transferred (detached in the worker after posting), and
-// a health change in the main thread reaches the worker's fail-closed check.
+// a health change in the main thread reaches the worker's fail-closed check;
+// each chunk buffer comes back once the sink has written it and carries the
+// worker's next lines.
 // This file is its own worker script (isMainThread decides which half runs).
 
 import assert from 'node:assert/strict';
@@ -13,11 +15,11 @@ import { isMainThread, parentPort, Worker, workerData } from 'node:worker_thread
 import { Auditor } from '../../src/audit/auditor.ts';
 import { AuditHub } from '../../src/audit/main-side.ts';
 import type { AuditRecord } from '../../src/audit/record.ts';
-import { FileSink, type AuditSink, type AuditSinkStats } from '../../src/audit/sinks.ts';
+import { FileSink, type AuditSink, type AuditSinkStats, type ChunkLease } from '../../src/audit/sinks.ts';
 import { WorkerAuditor, type AuditBatchMessage, type AuditControlMessage } from '../../src/audit/worker-side.ts';
 
 type ToWorker = AuditControlMessage | { type: 'make'; from: number; count: number } | { type: 'probe' } | { type: 'stop' };
-type FromWorker = AuditBatchMessage | { type: 'made' } | { type: 'probe'; canProceed: boolean } | { type: 'stopped'; chunks: number; detached: number };
+type FromWorker = AuditBatchMessage | { type: 'made' } | { type: 'probe'; canProceed: boolean } | { type: 'stopped'; chunks: number; detached: number; allocated: number };
 
 function record(n: number): AuditRecord {
   return {
@@ -42,12 +44,12 @@ function record(n: number): AuditRecord {
 
 if (!isMainThread) {
   const port = parentPort!;
-  const data = workerData as { healthy: boolean };
+  const data = workerData as { healthy: boolean; batchRecords?: number };
   // Posted chunks, and those whose ArrayBuffer was gone from this thread right after postMessage (transferred, not copied).
   let chunks = 0;
   let detached = 0;
   const auditor = new WorkerAuditor(
-    { workerId: 1, mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off', bufferRecords: 1000, bufferBytes: 1 << 20, batchRecords: 64, flushIntervalMs: 10 },
+    { workerId: 1, mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off', bufferRecords: 1000, bufferBytes: 1 << 20, batchRecords: data.batchRecords ?? 64, flushIntervalMs: 10 },
     (msg, transfer) => {
       const bytes = msg.chunk?.byteLength ?? 0;
       port.postMessage(msg, transfer);
@@ -62,6 +64,7 @@ if (!isMainThread) {
     switch (msg.type) {
       case 'audit-health':
       case 'audit-ack':
+      case 'audit-buffer':
         auditor.onMessage(msg);
         return;
       case 'make':
@@ -73,7 +76,7 @@ if (!isMainThread) {
         return;
       case 'stop':
         auditor.stop();
-        port.postMessage({ type: 'stopped', chunks, detached } satisfies FromWorker);
+        port.postMessage({ type: 'stopped', chunks, detached, allocated: auditor.stats().buffersAllocated } satisfies FromWorker);
         port.close();
         return;
     }
@@ -100,8 +103,8 @@ if (!isMainThread) {
     onHealthChange(l: (healthy: boolean) => void): void {
       this.listeners.push(l);
     }
-    writeChunk(data: Uint8Array, records: number): boolean {
-      return this.inner.writeChunk(data, records);
+    writeChunk(data: Uint8Array, records: number, lease?: ChunkLease | null): boolean {
+      return this.inner.writeChunk(data, records, lease);
     }
     write(line: string): boolean {
       return this.inner.write(line);
@@ -191,6 +194,65 @@ if (!isMainThread) {
       assert.deepEqual(ns, Array.from({ length: 510 }, (_, i) => i), 'every record, in order, one per line');
       assert.equal((JSON.parse(lines[5]!) as AuditRecord).sql, 'SELECT 5 -- \n\u2028"é😀');
       assert.deepEqual(auditor.stats().dropped, 0);
+    } finally {
+      await worker?.terminate();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a real worker thread: each chunk buffer goes back to the worker once written and holds its next lines (no new buffers per batch)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-reuse-'));
+    let worker: Worker | null = null;
+    try {
+      const file = path.join(dir, 'audit.log');
+      const auditor = new Auditor(await FileSink.open({ path: file, maxBytes: 1 << 26, keep: 1, maxQueuedRecords: 10_000, maxQueuedBytes: 1 << 24, retryMs: 20 }), { mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off' });
+      const hub = new AuditHub(
+        auditor,
+        (msg) => worker?.postMessage(msg),
+        (_id, msg, transfer) => worker?.postMessage(msg, transfer),
+      );
+      // Batches of 256 lines (~85 KB): full enough to travel in their chunk buffer (emptier ones leave as an exact copy).
+      worker = new Worker(new URL(import.meta.url), { workerData: { healthy: hub.sinkHealthy, batchRecords: 256 } });
+      const waiters: Array<(m: FromWorker) => boolean> = [];
+      worker.on('message', (m: FromWorker) => {
+        if (m.type === 'audit') hub.accept(m);
+        const i = waiters.findIndex((w) => w(m));
+        if (i >= 0) waiters.splice(i, 1);
+      });
+      const next = <T extends FromWorker['type']>(type: T): Promise<Extract<FromWorker, { type: T }>> =>
+        new Promise((resolve) =>
+          waiters.push((m) => {
+            if (m.type !== type) return false;
+            resolve(m as Extract<FromWorker, { type: T }>);
+            return true;
+          }),
+        );
+      const send = (m: ToWorker): void => worker!.postMessage(m);
+      // 30 rounds of two full batches (a chunk each); each round waits until the sink has written them.
+      const rounds = 30;
+      const perRound = 512;
+      for (let r = 0; r < rounds; r++) {
+        send({ type: 'make', from: r * perRound, count: perRound });
+        await next('made');
+        const t0 = Date.now();
+        while ((auditor.stats().written < (r + 1) * perRound || hub.stats().buffersReturned < (r + 1) * 2) && Date.now() - t0 < 5000) await new Promise((res) => setTimeout(res, 2));
+      }
+      assert.equal(hub.stats().buffersReturned, rounds * 2, 'every full chunk buffer went back once written');
+      send({ type: 'stop' });
+      const stopped = await next('stopped');
+      await new Promise((r) => worker!.once('exit', r));
+      await hub.close();
+      assert.equal(stopped.detached, stopped.chunks, 'posted chunks were transferred, not copied');
+      assert.ok(stopped.chunks >= rounds * 2, `${stopped.chunks} chunks`);
+      assert.ok(stopped.allocated <= 3, `the worker allocated ${stopped.allocated} chunk buffers for ${stopped.chunks} chunks`);
+      // Reused buffers never mixed lines up: every record once, in order, intact.
+      const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1);
+      assert.deepEqual(
+        lines.map((l) => (JSON.parse(l) as AuditRecord).unix_ms),
+        Array.from({ length: rounds * perRound }, (_, i) => i),
+      );
+      const last = rounds * perRound - 1;
+      assert.equal((JSON.parse(lines[last]!) as AuditRecord).sql, `SELECT ${last} -- \n\u2028"é😀`);
     } finally {
       await worker?.terminate();
       rmSync(dir, { recursive: true, force: true });
