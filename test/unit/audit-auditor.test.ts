@@ -140,9 +140,8 @@ test('Auditor.record truncates SQL to max_sql_bytes and never throws', () => {
   const back = JSON.parse(sink.lines[0]!) as AuditRecord;
   assert.equal(back.sql, 'SELECT 123');
   assert.equal(back.sql_truncated, true);
-  // A record JSON.stringify cannot serialise (a BigInt from a bug upstream) is a counted drop.
-  const bad = rec(2) as AuditRecord & { extra?: unknown };
-  bad.extra = 10n;
+  // A record that cannot be formatted (a bug upstream left its identity out) is a counted drop.
+  const bad = { ...rec(2), identity: null } as unknown as AuditRecord;
   assert.doesNotThrow(() => auditor.record(bad));
   assert.equal(auditor.stats().dropped, 1);
 });
@@ -263,8 +262,7 @@ test('WorkerAuditor: drops with nothing queued go alone (no chunk); stop() repor
   w.flush();
   assert.deepEqual({ ...posted[1]!, chunk: null }, { type: 'audit', workerId: 1, chunk: null, records: 2, dropped: 1 });
   // A record that cannot be formatted, with nothing queued: the drop is reported alone, without a chunk.
-  const bad = rec(5) as AuditRecord & { extra?: unknown };
-  bad.extra = 10n;
+  const bad = { ...rec(5), identity: null } as unknown as AuditRecord;
   w.record(bad);
   w.flush();
   assert.deepEqual(posted[2], { type: 'audit', workerId: 1, chunk: null, records: 0, dropped: 1 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { auditParameters, readBindParameters } from '../../src/audit/parameters.ts';
-import { commandCompleteRows, formatRecord, parseCommandTag, prepareRecord, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
+import { commandCompleteRows, formatRecord, parseCommandTag, prepareRecord, RecordFormatter, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
 
 function statementRecord(sql: string, extra: Partial<AuditRecord> = {}): AuditRecord {
   return {
@@ -100,6 +100,102 @@ test('property: arbitrary UTF-16 code units (lone surrogates included) survive',
     }),
     { numRuns: 2000 },
   );
+});
+
+/** What formatRecord must equal: the standard serializer plus the line-safety escapes (the record's keys in AuditRecord order). */
+function reference(record: AuditRecord): string {
+  return `${JSON.stringify(record).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}\n`;
+}
+
+const anyText = fc.oneof(fc.string({ unit: 'binary', maxLength: 60 }), fc.string({ maxLength: 20 }), fc.array(fc.integer({ min: 0, max: 0xffff }), { maxLength: 30 }).map((u) => String.fromCharCode(...u)));
+const anyNumber = fc.oneof(fc.integer(), fc.nat(), fc.double(), fc.constantFrom(0, -0, Number.NaN, Infinity, -Infinity, 2 ** 53));
+const optional = <T>(arb: fc.Arbitrary<T>): fc.Arbitrary<T | undefined> => fc.option(arb, { nil: undefined });
+const anyParameter = fc.oneof(fc.constant(null), fc.record({ bytes: fc.nat(), text: optional(anyText), hex: optional(fc.string({ unit: fc.constantFrom(...'0123456789abcdef') })), truncated: optional(fc.constant(true as const)) }, { requiredKeys: ['bytes'] }));
+
+/** Any record, keys in AuditRecord's order; absent optional fields really absent. */
+const anyRecord: fc.Arbitrary<AuditRecord> = fc
+  .record({
+    audit: fc.constantFrom('connect' as const, 'statement' as const),
+    time: anyText,
+    unix_ms: anyNumber,
+    session: anyText,
+    worker: anyNumber,
+    identity: fc.record({ name: anyText, method: anyText }),
+    client: fc.record({ addr: anyText, port: anyNumber }),
+    database: anyText,
+    role: fc.option(anyText),
+    decision: fc.constantFrom('allow' as const, 'deny' as const),
+    rule: fc.option(anyText),
+    reason: fc.option(anyText),
+    policy_revision: anyText,
+    decision_us: anyNumber,
+    protocol: optional(fc.constantFrom('simple' as const, 'extended' as const)),
+    statement_name: optional(anyText),
+    sql: optional(anyText),
+    sql_truncated: optional(fc.constant(true as const)),
+    sql_bytes: optional(anyNumber),
+    command: optional(fc.option(anyText)),
+    tables: optional(fc.array(anyText, { maxLength: 4 })),
+    parameters: optional(fc.array(anyParameter, { maxLength: 3 })),
+    outcome: optional(fc.constantFrom('complete' as const, 'error' as const, 'suspended' as const, 'not-run' as const, 'unknown' as const)),
+    sqlstate: optional(anyText),
+    query_us: optional(anyNumber),
+    rows: optional(fc.option(anyNumber)),
+  })
+  .map((r) => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as unknown as AuditRecord);
+
+test('property: formatRecord (hand-written) gives exactly the text of JSON.stringify + line-safety escapes, for any record', () => {
+  fc.assert(
+    fc.property(anyRecord, (record) => {
+      const line = formatRecord(record);
+      assert.equal(line, reference(record));
+      assertOneSafeLine(line);
+    }),
+    { numRuns: 3000 },
+  );
+});
+
+test('the formatter reuses a session\'s and a decision\'s formatted parts only while every field in them is unchanged', () => {
+  const f = new RecordFormatter();
+  const identity = { name: 'orders-svc', method: 'scram-sha-256' };
+  const client = { addr: '127.0.0.1', port: 5000 };
+  const base = (): AuditRecord => ({ ...statementRecord('SELECT 1'), identity, client });
+  const check = (record: AuditRecord): void => assert.equal(f.format(record), reference(record));
+  check(base());
+  check(base()); // cached parts
+  // The same session id and objects with one field changed each time: never the stale text.
+  check({ ...base(), role: 'app_writer' });
+  check({ ...base(), role: null });
+  check({ ...base(), database: 'other' });
+  check({ ...base(), worker: 3 });
+  identity.name = 'evil"\nsvc';
+  check(base());
+  identity.method = 'jwt';
+  check(base());
+  client.port = 6000;
+  check(base());
+  client.addr = '::1';
+  check(base());
+  check({ ...base(), identity: { ...identity } });
+  // A decision part: same rule, other reason / revision / decision.
+  check({ ...base(), reason: 'other reason' });
+  check({ ...base(), reason: null });
+  check({ ...base(), policy_revision: 'r2' });
+  check({ ...base(), decision: 'deny' });
+  check({ ...base(), rule: null });
+  check({ ...base(), rule: null, reason: 'x' });
+  // Many sessions and rules: the caches start over at their bound and stay right.
+  for (let i = 0; i < 3000; i++) check({ ...base(), session: `s-${i % 1500}`, rule: `rule-${i % 1100}`, sql: `SELECT ${i}` });
+});
+
+test('a record whose fields were set in another order (as the tracker sets rows before outcome) formats in AuditRecord order, same content', () => {
+  const record = statementRecord('SELECT 1');
+  record.rows = 1;
+  record.outcome = 'complete';
+  record.query_us = 80;
+  const line = formatRecord(record);
+  assert.deepEqual(JSON.parse(line), JSON.parse(JSON.stringify(record)));
+  assert.match(line, /"tables":\["public\.orders"\],"outcome":"complete","query_us":80,"rows":1\}\n$/);
 });
 
 test('a 1 MB statement is truncated to max_sql_bytes and flagged; the line stays small and valid', () => {
