@@ -503,15 +503,20 @@ test('file sink: a failing destination turns it unhealthy, keeps records queued 
   await sink.close();
 });
 
-test('file sink: the file\'s directory removed while running → unhealthy; recreated → healthy again', async () => {
-  const dir = tempDir();
-  const sub = path.join(dir, 'logs');
+/** A file sink (rotating at 300 bytes) that has written line 0, whose directory is then removed: the next rotation cannot reopen the path until `sub` is made again. */
+async function sinkWithoutItsDirectory(): Promise<{ sub: string; file: string; sink: FileSink }> {
+  const sub = path.join(tempDir(), 'logs');
   mkdirSync(sub);
   const file = path.join(sub, 'audit.log');
   const sink = await FileSink.open({ path: file, maxBytes: 300, keep: 1, ...FILE_DEFAULTS });
   sink.write(line(0));
   await sink.flush();
   rmSync(sub, { recursive: true });
+  return { sub, file, sink };
+}
+
+test('file sink: the file\'s directory removed while running → unhealthy; recreated → healthy again', async () => {
+  const { sub, sink } = await sinkWithoutItsDirectory();
   // The next rotation must reopen the path in a directory that is gone.
   for (let i = 1; i < 20; i++) sink.write(line(i));
   await until(() => !sink.healthy);
@@ -568,14 +573,7 @@ test('file sink lease: held while its writev is in flight, released once the byt
 });
 
 test('file sink lease: held while a failing destination keeps the records for retry, released once the retry writes them', async () => {
-  const dir = tempDir();
-  const sub = path.join(dir, 'logs');
-  mkdirSync(sub);
-  const file = path.join(sub, 'audit.log');
-  const sink = await FileSink.open({ path: file, maxBytes: 300, keep: 1, ...FILE_DEFAULTS });
-  sink.write(line(0));
-  await sink.flush();
-  rmSync(sub, { recursive: true });
+  const { sub, file, sink } = await sinkWithoutItsDirectory();
   // The lines that fit the open (now unlinked) file go out; rotation then has to
   // reopen the path in a directory that is gone: the rest of the chunk waits.
   const lines = Array.from({ length: 8 }, (_, i) => line(i + 1));

@@ -120,6 +120,41 @@ if (!isMainThread) {
     }
   }
 
+  /**
+   * This file run as a worker, behind an AuditHub over `auditor` (acknowledgements
+   * and returned buffers go back to it, transferred); every batch it posts goes to
+   * onBatch, then to the hub. next(type) waits for its next message of that type.
+   */
+  function startAuditWorker(auditor: Auditor, data: { batchRecords?: number } = {}, onBatch?: (m: AuditBatchMessage) => void) {
+    let current: Worker | null = null;
+    const hub = new AuditHub(
+      auditor,
+      (msg) => current?.postMessage(msg),
+      (_id, msg, transfer) => current?.postMessage(msg, transfer),
+    );
+    const worker = new Worker(new URL(import.meta.url), { workerData: { ...data, healthy: hub.sinkHealthy } });
+    current = worker;
+    const waiters: Array<(m: FromWorker) => boolean> = [];
+    worker.on('message', (m: FromWorker) => {
+      if (m.type === 'audit') {
+        onBatch?.(m);
+        hub.accept(m);
+      }
+      const i = waiters.findIndex((w) => w(m));
+      if (i >= 0) waiters.splice(i, 1);
+    });
+    const next = <T extends FromWorker['type']>(type: T): Promise<Extract<FromWorker, { type: T }>> =>
+      new Promise((resolve) =>
+        waiters.push((m) => {
+          if (m.type !== type) return false;
+          resolve(m as Extract<FromWorker, { type: T }>);
+          return true;
+        }),
+      );
+    const send = (m: ToWorker): void => worker.postMessage(m);
+    return { hub, worker, next, send };
+  }
+
   test("a real worker thread: records reach the main thread's file sink in order; health changes reach the worker", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-thread-'));
     let worker: Worker | null = null;
@@ -127,35 +162,15 @@ if (!isMainThread) {
       const file = path.join(dir, 'audit.log');
       const sink = new SwitchedSink(await FileSink.open({ path: file, maxBytes: 1 << 20, keep: 2, maxQueuedRecords: 10_000, maxQueuedBytes: 1 << 24, retryMs: 20 }));
       const auditor = new Auditor(sink, { mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off' });
-      const hub = new AuditHub(
-        auditor,
-        (msg) => worker?.postMessage(msg),
-        (_id, msg) => worker?.postMessage(msg),
-      );
-      worker = new Worker(new URL(import.meta.url), { workerData: { healthy: hub.sinkHealthy } });
-      const waiters: Array<(m: FromWorker) => boolean> = [];
       let received = 0;
       let receivedBytes = 0;
-      worker.on('message', (m: FromWorker) => {
-        if (m.type === 'audit') {
-          if (m.chunk !== null) {
-            received++;
-            receivedBytes += m.chunk.byteLength;
-          }
-          hub.accept(m);
-        }
-        const i = waiters.findIndex((w) => w(m));
-        if (i >= 0) waiters.splice(i, 1);
+      const started = startAuditWorker(auditor, {}, (m) => {
+        if (m.chunk === null) return;
+        received++;
+        receivedBytes += m.chunk.byteLength;
       });
-      const next = <T extends FromWorker['type']>(type: T): Promise<Extract<FromWorker, { type: T }>> =>
-        new Promise((resolve) =>
-          waiters.push((m) => {
-            if (m.type !== type) return false;
-            resolve(m as Extract<FromWorker, { type: T }>);
-            return true;
-          }),
-        );
-      const send = (m: ToWorker): void => worker!.postMessage(m);
+      const { hub, next, send } = started;
+      worker = started.worker;
       const probe = async (): Promise<boolean> => {
         send({ type: 'probe' });
         return (await next('probe')).canProceed;
@@ -206,28 +221,10 @@ if (!isMainThread) {
     try {
       const file = path.join(dir, 'audit.log');
       const auditor = new Auditor(await FileSink.open({ path: file, maxBytes: 1 << 26, keep: 1, maxQueuedRecords: 10_000, maxQueuedBytes: 1 << 24, retryMs: 20 }), { mode: 'fail-closed', maxSqlBytes: 4096, parameters: 'off' });
-      const hub = new AuditHub(
-        auditor,
-        (msg) => worker?.postMessage(msg),
-        (_id, msg, transfer) => worker?.postMessage(msg, transfer),
-      );
       // Batches of 256 lines (~85 KB): full enough to travel in their chunk buffer (emptier ones leave as an exact copy).
-      worker = new Worker(new URL(import.meta.url), { workerData: { healthy: hub.sinkHealthy, batchRecords: 256 } });
-      const waiters: Array<(m: FromWorker) => boolean> = [];
-      worker.on('message', (m: FromWorker) => {
-        if (m.type === 'audit') hub.accept(m);
-        const i = waiters.findIndex((w) => w(m));
-        if (i >= 0) waiters.splice(i, 1);
-      });
-      const next = <T extends FromWorker['type']>(type: T): Promise<Extract<FromWorker, { type: T }>> =>
-        new Promise((resolve) =>
-          waiters.push((m) => {
-            if (m.type !== type) return false;
-            resolve(m as Extract<FromWorker, { type: T }>);
-            return true;
-          }),
-        );
-      const send = (m: ToWorker): void => worker!.postMessage(m);
+      const started = startAuditWorker(auditor, { batchRecords: 256 });
+      const { hub, next, send } = started;
+      worker = started.worker;
       // 30 rounds of two full batches (a chunk each); each round waits until the sink has written them.
       const rounds = 30;
       const perRound = 512;
