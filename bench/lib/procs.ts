@@ -153,6 +153,20 @@ export function cpuMicros(pid: number): number {
   }
 }
 
+/**
+ * The whole machine's CPU time so far (first line of /proc/stat), in µs:
+ * `busy` is everything but idle and iowait (user, nice, system, irq, softirq,
+ * steal), `total` includes them. Differences over a run give how saturated
+ * the machine was and what one transaction cost all processes together.
+ */
+export function machineCpuMicros(): { busy: number; total: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks;
+  const toUs = (t: number): number => (t * 1_000_000) / CLOCK_TICKS_PER_S;
+  return { busy: toUs(user + nice + system + irq + softirq + steal), total: toUs(user + nice + system + idle + iowait + irq + softirq + steal) };
+}
+
 /** VmRSS of a process in bytes; NaN when it is gone. */
 export function rssBytes(pid: number): number {
   try {
