@@ -1,6 +1,7 @@
 // Micro-benchmark of one audit record on the worker side (src/audit/): what
 // `audit:` adds per statement before the main thread writes the bytes.
-//   build      the statement record object, as the session makes it
+//   build      the statement record object, as the session makes it (newRecord;
+//              simple and extended in turn)
 //   format     prepareRecord + formatRecord (one JSON line, line-safe)
 //   track      StatementTracker: expect, CommandComplete, ReadyForQuery
 //   worker     WorkerAuditor.record: format + UTF-8 into the batch chunk, batches posted
@@ -9,7 +10,7 @@
 // µs per record (median of --runs interleaved runs).
 //   node bench/micro-audit.ts [--runs N]
 
-import { formatRecord, prepareRecord, rfc3339, type AuditRecord } from '../src/audit/record.ts';
+import { formatRecord, newRecord, prepareRecord, type AuditRecord } from '../src/audit/record.ts';
 import { StatementTracker } from '../src/audit/statement-tracker.ts';
 import { WorkerAuditor } from '../src/audit/worker-side.ts';
 import { fmtUs, measureCases, printTable } from './lib/micro.ts';
@@ -20,29 +21,16 @@ const client = { addr: '127.0.0.1', port: 50312 };
 const tables = ['pgbench_accounts'];
 let aid = 0;
 
+function nextSql(): string {
+  return `SELECT abalance FROM pgbench_accounts WHERE aid = ${(aid = (aid + 7919) % 500_000)}`;
+}
+
+let variant = 0;
+
+/** As the session builds it (newRecord): simple and extended (with a statement name) in turn. */
 function build(): AuditRecord {
-  const now = Date.now();
-  const record: AuditRecord = {
-    audit: 'statement',
-    time: rfc3339(now),
-    unix_ms: now,
-    session: 'q1x-4f',
-    worker: 0,
-    identity,
-    client,
-    database: 'app',
-    role: 'app_reader',
-    decision: 'allow',
-    rule: 'reader-select',
-    reason: 'app_reader may read application tables',
-    policy_revision: 'sha256:3f2a9c1d7e',
-    decision_us: 2,
-  };
-  record.protocol = 'simple';
-  record.sql = `SELECT abalance FROM pgbench_accounts WHERE aid = ${(aid = (aid + 7919) % 500_000)}`;
-  record.command = 'SELECT';
-  record.tables = tables;
-  return record;
+  const extended = (variant++ & 1) === 1;
+  return newRecord('statement', Date.now(), 'q1x-4f', 0, identity, client, 'app', 'app_reader', 'allow', 'reader-select', 'app_reader may read application tables', 'sha256:3f2a9c1d7e', 2, extended ? 'extended' : 'simple', extended ? 'P_0' : undefined, nextSql(), 'SELECT', tables, undefined);
 }
 
 const prepare = { maxSqlBytes: 4096 };

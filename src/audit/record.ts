@@ -68,6 +68,69 @@ export interface AuditRecord {
   rows?: number | null;
 }
 
+/**
+ * A record with every AuditRecord field present, in its order (absent ones
+ * undefined, which formatRecord leaves out, as JSON.stringify would). All
+ * records then share one hidden class: what later fills one in (outcome,
+ * rows, a cut SQL text) changes no shape, and the formatter reads one shape
+ * only. The one place records are made, for connects and statements alike.
+ * Measured against adding the statement fields one by one to a 14-field
+ * literal (four shapes mixed, build + track + format): 0.74 vs 0.78 µs, within
+ * the noise of bench/micro-audit.ts — kept for being one literal, not for
+ * speed. Positional: no options object per statement.
+ */
+export function newRecord(
+  audit: AuditEvent,
+  unixMs: number,
+  session: string,
+  worker: number,
+  identity: AuditRecord['identity'],
+  client: AuditRecord['client'],
+  database: string,
+  role: string | null,
+  decision: AuditDecision,
+  rule: string | null,
+  reason: string | null,
+  policyRevision: string,
+  decisionUs: number,
+  // statement records only (undefined in connect records):
+  protocol: 'simple' | 'extended' | undefined,
+  statementName: string | undefined,
+  sql: string | undefined,
+  command: string | null | undefined,
+  tables: string[] | undefined,
+  parameters: AuditParameter[] | undefined,
+): AuditRecord {
+  return {
+    audit,
+    time: rfc3339(unixMs),
+    unix_ms: unixMs,
+    session,
+    worker,
+    identity,
+    client,
+    database,
+    role,
+    decision,
+    rule,
+    reason,
+    policy_revision: policyRevision,
+    decision_us: decisionUs,
+    protocol,
+    statement_name: statementName,
+    sql,
+    sql_truncated: undefined,
+    sql_bytes: undefined,
+    command,
+    tables,
+    parameters,
+    outcome: undefined,
+    sqlstate: undefined,
+    query_us: undefined,
+    rows: undefined,
+  };
+}
+
 export interface PrepareOptions {
   maxSqlBytes: number;
 }

@@ -18,7 +18,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Config, RoleCredentials } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
-import type { ConnectInput, IdentityInput, StatementFacts } from '../policy/contract.ts';
+import type { ConnectInput, IdentityInput, StatementFacts, TableFact } from '../policy/contract.ts';
 import type { CertIdentitySource } from '../config/config.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
@@ -32,7 +32,7 @@ import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
 import type { JwtVerifier } from '../auth/jwt.ts';
 import type { AuditRecorder } from '../audit/auditor.ts';
 import { readBindParameters, auditParameters, type BoundParameter } from '../audit/parameters.ts';
-import { commandCompleteRows, rfc3339, tableName, type AuditRecord } from '../audit/record.ts';
+import { commandCompleteRows, newRecord, tableName, type AuditParameter, type AuditRecord } from '../audit/record.ts';
 import { StatementTracker, type TrackedExecution } from '../audit/statement-tracker.ts';
 import type { WorkerMetrics } from '../metrics/worker-counters.ts';
 import { notePrepared, SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
@@ -122,6 +122,13 @@ function refuseReason(code: ErrorCode): RefuseReason {
   }
 }
 
+/** A portal as audit needs it (statement null: none bound). */
+interface BoundPortal {
+  statement: string | null;
+  params: BoundParameter[] | null;
+  group: number;
+}
+
 /** What the tracker follows per execution: an audit record, or (audit off) just enough for the latency histogram. */
 type Tracked = TrackedExecution & { protocol?: 'simple' | 'extended'; audit?: AuditRecord['audit'] };
 
@@ -189,6 +196,19 @@ export function normaliseAddress(addr: string | undefined): string {
 let sessionCounter = 0;
 const NO_CONTEXT: StatementDenial = Object.freeze({ allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' });
 const NO_TABLES: string[] = [];
+
+/** Audit's "schema.name" list per facts' tables array (facts are cached and shared: each statement's list is built once). */
+const TABLE_NAMES = new WeakMap<readonly TableFact[], string[]>();
+
+function tableNames(tables: readonly TableFact[]): string[] {
+  if (tables.length === 0) return NO_TABLES;
+  let names = TABLE_NAMES.get(tables);
+  if (names === undefined) {
+    names = tables.map(tableName);
+    TABLE_NAMES.set(tables, names);
+  }
+  return names;
+}
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 const NONCE_PREFIX = randomBytes(8).toString('hex');
 
@@ -232,8 +252,16 @@ export class ClientSession {
   private plan: UpstreamPlan | null = null;
   /** PREPARE'd statements and cursors of this session (what EXECUTE runs). */
   private readonly sqlState = new SessionSqlState();
-  /** Portals bound through this session: portal → statement (and bound parameters when audited). */
-  private portals: Map<string, { statement: string; params: BoundParameter[] | null }> | null = null;
+  /**
+   * Portals bound through this session, kept only to name the statement (and
+   * its bound parameters) in Execute's audit record: the unnamed portal — all
+   * most clients use — in its own slot (no allocation per Bind), named ones in
+   * a Map. `group` is the syncsSent of the Bind: a portal ends with its
+   * transaction, so the ReadyForQuery (idle) that closes that group or a later
+   * one forgets it — not a Bind pipelined behind it.
+   */
+  private unnamedPortal: BoundPortal = { statement: null, params: null, group: 0 };
+  private portals: Map<string, BoundPortal> | null = null;
   /** Pairs forwarded executions with the server's answers (outcome, rows, query time). */
   private readonly tracker: StatementTracker<Tracked>;
   /** µs the last decide() took (audit records carry it). */
@@ -657,7 +685,7 @@ export class ClientSession {
     const decisionUs = Math.round((performance.now() - t0) * 1000);
     this.host.metrics.observeDecision('connect', decisionUs / 1e6);
     if (audit.enabled) {
-      const record = this.auditRecord('connect', decision.allow && decision.role !== null ? 'allow' : 'deny', decision.rule, decision.reason, decisionUs, identity, decision.role, decision.database ?? database);
+      const record = this.auditRecord('connect', decision.allow && decision.role !== null ? 'allow' : 'deny', decision.rule, decision.reason, decisionUs, identity, decision.role, decision.database ?? database, undefined, undefined, undefined, undefined, undefined, undefined);
       audit.record(record);
     }
     if (!decision.allow || decision.role === null) {
@@ -979,10 +1007,17 @@ export class ClientSession {
     }
     // Portals are only needed to name the statement in Execute's audit record.
     if (this.host.audit.enabled) {
-      const portals = (this.portals ??= new Map());
-      if (portals.size >= 1000 && !portals.has(b.portal)) portals.clear();
       const params = this.host.audit.parameters !== 'off' ? readBindParameters(buf, start, end) : null;
-      portals.set(b.portal, { statement: b.statement, params });
+      if (b.portal === '') {
+        const slot = this.unnamedPortal;
+        slot.statement = b.statement;
+        slot.params = params;
+        slot.group = this.syncsSent;
+      } else {
+        const portals = (this.portals ??= new Map());
+        if (portals.size >= 1000 && !portals.has(b.portal)) portals.clear();
+        portals.set(b.portal, { statement: b.statement, params, group: this.syncsSent });
+      }
     }
     this.extendRun(upstream, buf, start, end);
   }
@@ -994,21 +1029,33 @@ export class ClientSession {
       this.tracker.expect({ protocol: 'extended' }, group);
       return;
     }
-    const e = fe.decodeExecute(buf, start, end);
-    const portal = e === null ? undefined : this.portals?.get(e.portal);
-    const rec: PreparedRecord | undefined = portal === undefined ? undefined : this.sqlState.statements.get(portal.statement);
-    const record = this.statementRecord('extended', portal?.statement ?? null, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null);
+    // Execute = 'E', length, portal name (NUL-terminated), row limit: an empty name is the unnamed portal.
+    let portal: BoundPortal | undefined;
+    if (end - start === 10 && buf[start + 5] === 0) portal = this.unnamedPortal;
+    else {
+      const e = fe.decodeExecute(buf, start, end);
+      portal = e === null ? undefined : e.portal === '' ? this.unnamedPortal : this.portals?.get(e.portal);
+    }
+    const statement = portal?.statement ?? null;
+    const rec: PreparedRecord | undefined = statement === null ? undefined : this.sqlState.statements.get(statement);
     const audit = this.host.audit;
     const parameters = auditParameters(portal?.params ?? null, audit.parameters, audit.maxParameterBytes);
-    if (parameters !== undefined) record.parameters = parameters;
-    this.tracker.expect(record, group);
+    this.tracker.expect(this.statementRecord('extended', statement, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null, parameters), group);
+  }
+
+  private forgetUnnamedPortal(): void {
+    this.unnamedPortal.statement = null;
+    this.unnamedPortal.params = null;
   }
 
   /** Close ('C') of a statement forgets its Parse decision. */
   private onClose(buf: Buffer, start: number, end: number): void {
     const c = fe.decodeTarget(buf, start, end);
     if (c !== null && c.kind === 'S') this.sqlState.statements.delete(c.name);
-    if (c !== null && c.kind === 'P') this.portals?.delete(c.name);
+    if (c !== null && c.kind === 'P') {
+      if (c.name === '') this.forgetUnnamedPortal();
+      else this.portals?.delete(c.name);
+    }
   }
 
   private bucket(): number {
@@ -1067,36 +1114,44 @@ export class ClientSession {
     if (r.audit !== undefined) this.host.audit.record(r as AuditRecord);
   }
 
-  private auditRecord(event: AuditRecord['audit'], decision: 'allow' | 'deny', rule: string | null, reason: string | null, decisionUs: number, identity: IdentityInput, role: string | null, database: string): AuditRecord {
-    const now = Date.now();
-    return {
-      audit: event,
-      time: rfc3339(now),
-      unix_ms: now,
-      session: this.id,
-      worker: this.host.workerId,
-      identity: this.auditIdentity?.name === identity.name ? this.auditIdentity : (this.auditIdentity = { name: identity.name, method: identity.method }),
-      client: (this.auditClient ??= { addr: this.clientAddr, port: this.clientPort }),
-      database,
-      role,
-      decision,
-      rule,
-      reason,
-      policy_revision: this.host.authorizer().revision,
-      decision_us: decisionUs,
-    };
+  /** A record of this session (record.ts newRecord: one shape for all). */
+  private auditRecord(
+    event: AuditRecord['audit'],
+    decision: 'allow' | 'deny',
+    rule: string | null,
+    reason: string | null,
+    decisionUs: number,
+    identity: IdentityInput,
+    role: string | null,
+    database: string,
+    // Statement records only (undefined in connect records):
+    protocol: 'simple' | 'extended' | undefined,
+    statementName: string | undefined,
+    sql: string | undefined,
+    command: string | null | undefined,
+    tables: string[] | undefined,
+    parameters: AuditParameter[] | undefined,
+  ): AuditRecord {
+    const auditIdentity = this.auditIdentity?.name === identity.name ? this.auditIdentity : (this.auditIdentity = { name: identity.name, method: identity.method });
+    const client = (this.auditClient ??= { addr: this.clientAddr, port: this.clientPort });
+    const revision = this.host.authorizer().revision;
+    return newRecord(event, Date.now(), this.id, this.host.workerId, auditIdentity, client, database, role, decision, rule, reason, revision, decisionUs, protocol, statementName, sql, command, tables, parameters);
   }
 
-  private statementRecord(protocol: 'simple' | 'extended', statementName: string | null, sql: string, facts: StatementFacts | null, decision: 'allow' | 'deny', rule: string | null, reason: string | null): AuditRecord {
+  private statementRecord(
+    protocol: 'simple' | 'extended',
+    statementName: string | null,
+    sql: string,
+    facts: StatementFacts | null,
+    decision: 'allow' | 'deny',
+    rule: string | null,
+    reason: string | null,
+    parameters: AuditParameter[] | undefined = undefined,
+  ): AuditRecord {
     const ctx = this.context;
     const identity: IdentityInput = ctx?.identity ?? { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
-    const record = this.auditRecord('statement', decision, rule, reason, this.lastDecisionUs, identity, ctx?.role ?? null, ctx?.database ?? '');
-    record.protocol = protocol;
-    if (statementName !== null) record.statement_name = statementName;
-    record.sql = sql;
-    record.command = facts?.command ?? null;
-    record.tables = facts === null || facts.tables.length === 0 ? NO_TABLES : facts.tables.map(tableName);
-    return record;
+    const tables = facts === null ? NO_TABLES : tableNames(facts.tables);
+    return this.auditRecord('statement', decision, rule, reason, this.lastDecisionUs, identity, ctx?.role ?? null, ctx?.database ?? '', protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
   }
 
   /**
@@ -1201,9 +1256,14 @@ export class ClientSession {
 
   private onReadyForQuery(): void {
     this.tracker.onReadyForQuery();
-    // Portals end with their transaction; idle means none is left.
-    if (this.txStatus === TxStatus.Idle && this.portals !== null && this.portals.size > 0) this.portals.clear();
-    this.readyReceived++;
+    // Portals end with their transaction; idle means none bound up to this group is left.
+    const group = this.readyReceived++;
+    if (this.txStatus === TxStatus.Idle) {
+      if (this.unnamedPortal.group <= group) this.forgetUnnamedPortal();
+      if (this.portals !== null && this.portals.size > 0) {
+        for (const [name, p] of this.portals) if (p.group <= group) this.portals.delete(name);
+      }
+    }
   }
 
   private onUpstreamError(client: net.Socket, buf: Buffer, start: number, end: number): void {

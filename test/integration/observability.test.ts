@@ -7,9 +7,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { connect, demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { connect, demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { adminQuery } from '../helpers/pg.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import { bind, execute, message, parse, query, RawClient, sync } from '../helpers/raw-client.ts';
 
 interface Audit {
   audit: 'connect' | 'statement';
@@ -17,6 +18,7 @@ interface Audit {
   rule: string | null;
   sql?: string;
   command?: string | null;
+  sqlstate?: string;
   protocol?: string;
   tables?: string[];
   rows?: number | null;
@@ -166,6 +168,68 @@ describe('audit and metrics for a scripted workload', () => {
         return series(t, 'rolegate_auth_failures_total', { method: 'scram-sha-256' }) >= 1 ? t : null;
       });
       assert.equal(series(after, 'rolegate_client_connections_refused_total', { reason: 'auth_failed' }), 1);
+    } finally {
+      await proxy.stop();
+    }
+  });
+  test('extended protocol: each Execute record names the statement its portal was bound to (unnamed and named portals, pipelined groups, transactions, Close)', async () => {
+    await ensureDemoDatabase();
+    await adminQuery('CREATE TABLE IF NOT EXISTS audited (id int PRIMARY KEY, note text); GRANT SELECT ON audited TO app_reader;', 'app');
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const auditFile = path.join(dir, 'audit.log');
+    const proxy = await startProxy(demoConfig({ withPolicy: true, workers: 1, extra: `audit: { sink: file, file: { path: ${JSON.stringify(auditFile)} } }\n` }));
+    try {
+      const c = await RawClient.connect(proxy.port);
+      await c.login('reporting-svc', DEMO_USERS['reporting-svc']);
+      const one = 'SELECT 1 AS one';
+      const count = 'SELECT count(*) FROM audited';
+      c.write(Buffer.concat([parse('s1', one), parse('s2', count), sync()]));
+      await c.readUntil('Z');
+      // The Bind of the next group travels with this Sync and reaches the
+      // proxy before this group's ReadyForQuery; its Execute comes after it.
+      c.write(Buffer.concat([bind('', 's1'), execute(''), sync(), bind('', 's2')]));
+      await c.readUntil('Z');
+      c.write(Buffer.concat([execute(''), sync()]));
+      await c.readUntil('Z');
+      // Named portals, executed in the other order.
+      c.write(Buffer.concat([bind('p1', 's1'), bind('p2', 's2'), execute('p2'), execute('p1'), sync()]));
+      await c.readUntil('Z');
+      // Inside a transaction a portal outlives a Sync.
+      c.write(query('BEGIN'));
+      await c.readUntil('Z');
+      c.write(Buffer.concat([bind('', 's2'), sync()]));
+      await c.readUntil('Z');
+      c.write(Buffer.concat([execute(''), sync()]));
+      await c.readUntil('Z');
+      // A closed portal is gone: the server refuses its Execute (34000, invalid_cursor_name), and the record names no statement.
+      c.write(Buffer.concat([bind('p3', 's1'), message('C', 'Pp3\0'), execute('p3'), sync()]));
+      await c.readUntil('Z');
+      c.write(query('COMMIT'));
+      await c.readUntil('Z');
+      c.end();
+
+      const expected = [
+        ['extended', 's1', one, 'complete', null],
+        ['extended', 's2', count, 'complete', null],
+        ['extended', 's2', count, 'complete', null],
+        ['extended', 's1', one, 'complete', null],
+        ['simple', null, 'BEGIN', 'complete', null],
+        ['extended', 's2', count, 'complete', null],
+        ['extended', null, '', 'error', '34000'],
+        ['simple', null, 'COMMIT', 'complete', null],
+      ];
+      const stmts = await waitFor(() => {
+        try {
+          const r = readAudit(auditFile).filter((x) => x.audit === 'statement');
+          return r.length >= expected.length ? r : null;
+        } catch {
+          return null;
+        }
+      });
+      assert.deepEqual(
+        stmts.map((r) => [r.protocol, r.statement_name ?? null, r.sql, r.outcome, r.sqlstate ?? null]),
+        expected,
+      );
     } finally {
       await proxy.stop();
     }
