@@ -1,7 +1,7 @@
 // Micro-benchmark of one audit record on the worker side (src/audit/): what
 // `audit:` adds per statement before the main thread writes the bytes.
 //   build      the statement record object, as the session makes it (newRecord;
-//              simple and extended in turn)
+//              a simple Query and an Execute of a prepared statement in turn)
 //   format     prepareRecord + formatRecord (one JSON line, line-safe)
 //   track      StatementTracker: expect, CommandComplete, ReadyForQuery
 //   worker     WorkerAuditor.record: format + UTF-8 into the batch chunk, batches posted
@@ -27,10 +27,12 @@ function nextSql(): string {
 
 let variant = 0;
 
-/** As the session builds it (newRecord): simple and extended (with a statement name) in turn. */
+const PREPARED = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;';
+
+/** As the session builds it (newRecord): a simple Query with its own literal, and an Execute of a prepared statement, in turn. */
 function build(): AuditRecord {
   const extended = (variant++ & 1) === 1;
-  return newRecord('statement', Date.now(), 'q1x-4f', 0, identity, client, 'app', 'app_reader', 'allow', 'reader-select', 'app_reader may read application tables', 'sha256:3f2a9c1d7e', 2, extended ? 'extended' : 'simple', extended ? 'P_0' : undefined, nextSql(), 'SELECT', tables, undefined);
+  return newRecord('statement', Date.now(), 'q1x-4f', 0, identity, client, 'app', 'app_reader', 'allow', 'reader-select', 'app_reader may read application tables', 'sha256:3f2a9c1d7e', 2, extended ? 'extended' : 'simple', extended ? 'P_0' : undefined, extended ? PREPARED : nextSql(), 'SELECT', tables, undefined);
 }
 
 const prepare = { maxSqlBytes: 4096 };

@@ -188,6 +188,77 @@ test('the formatter reuses a session\'s and a decision\'s formatted parts only w
   for (let i = 0; i < 3000; i++) check({ ...base(), session: `s-${i % 1500}`, rule: `rule-${i % 1100}`, sql: `SELECT ${i}` });
 });
 
+const RECORD_KEYS: ReadonlyArray<keyof AuditRecord> = ['audit', 'time', 'unix_ms', 'session', 'worker', 'identity', 'client', 'database', 'role', 'decision', 'rule', 'reason', 'policy_revision', 'decision_us', 'protocol', 'statement_name', 'sql', 'sql_truncated', 'sql_bytes', 'command', 'tables', 'parameters', 'outcome', 'sqlstate', 'query_us', 'rows'];
+
+/** The record with its keys in AuditRecord's order (what the reference text follows), undefined ones left out. */
+function inOrder(record: AuditRecord): AuditRecord {
+  return Object.fromEntries(RECORD_KEYS.filter((k) => record[k] !== undefined).map((k) => [k, record[k]])) as unknown as AuditRecord;
+}
+
+test('the formatter reuses a prepared statement\'s formatted part and a millisecond\'s head only while every field in them is unchanged', () => {
+  const f = new RecordFormatter();
+  const sql = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1';
+  const tables = ['pgbench_accounts'];
+  const base = (extra: Partial<AuditRecord> = {}): AuditRecord => inOrder(statementRecord(sql, { protocol: 'extended', statement_name: 'P_0', tables, ...extra }));
+  const check = (record: AuditRecord): void => assert.equal(f.format(record), reference(record));
+  check(base());
+  check(base()); // cached part
+  check(base({ statement_name: 'P_1' }));
+  check(base({ statement_name: '' }));
+  check(base({ protocol: 'simple' }));
+  check(base({ command: 'UPDATE' }));
+  check(base({ command: null }));
+  check(base({ command: undefined }));
+  check(base({ tables: [] }));
+  check(base({ tables: undefined }));
+  check(base({ tables: ['pgbench_accounts', 'pgbench_branches'] }));
+  check(base({ sql_truncated: true, sql_bytes: 70_000 }));
+  check(base({ sql_truncated: true, sql_bytes: 80_000 }));
+  check(base());
+  // The same array with other contents.
+  tables[0] = 'evil"\ntable';
+  check(base());
+  tables.push('x');
+  check(base());
+  // Another text under the same name, and many texts: the cache starts over at its bound and stays right.
+  check(base({ sql: 'SELECT 2' }));
+  for (let i = 0; i < 3000; i++) check(base({ sql: `SELECT ${i % 1500}`, statement_name: `P_${i % 7}` }));
+  // The head: same millisecond, other event or time text; other millisecond, same text.
+  check(base({ audit: 'connect' }));
+  check(base({ time: '1999-01-01T00:00:00.000Z' }));
+  check(base({ unix_ms: 1 }));
+  check(base({ unix_ms: Number.NaN }));
+  check(base({ unix_ms: Number.NaN }));
+});
+
+test('property: one formatter, many records sharing sessions, rules, statements and milliseconds: every line equals the reference', () => {
+  const pick = <T>(...values: T[]): fc.Arbitrary<T> => fc.constantFrom(...values);
+  const tableSets = [['a'], ['a', 'b'], [], ['"q"\n']];
+  const anyShared: fc.Arbitrary<AuditRecord> = fc
+    .record({
+      audit: pick('connect' as const, 'statement' as const),
+      unix_ms: pick(1, 2, Number.NaN),
+      time: pick('t1', 't2'),
+      session: pick('s1', 's2'),
+      rule: pick<string | null>('r1', null),
+      protocol: pick<'simple' | 'extended' | undefined>('simple', 'extended', undefined),
+      statement_name: pick<string | undefined>('P_0', 'P_1', '', undefined),
+      sql: pick<string | undefined>('SELECT 1', 'SELECT "\u2028"', undefined),
+      command: pick<string | null | undefined>('SELECT', null, undefined),
+      tables: fc.option(fc.nat({ max: tableSets.length - 1 }).map((i) => tableSets[i] as string[]), { nil: undefined }),
+      sql_truncated: pick<true | undefined>(true, undefined),
+      outcome: pick<AuditRecord['outcome']>('complete', 'error', 'not-run', 'suspended', 'unknown', undefined),
+    })
+    .map((r) => inOrder(statementRecord('', r)));
+  fc.assert(
+    fc.property(fc.array(anyShared, { minLength: 1, maxLength: 40 }), (records) => {
+      const f = new RecordFormatter();
+      for (const record of records) assert.equal(f.format(record), reference(record));
+    }),
+    { numRuns: 500 },
+  );
+});
+
 test('a record whose fields were set in another order (as the tracker sets rows before outcome) formats in AuditRecord order, same content', () => {
   const record = statementRecord('SELECT 1');
   record.rows = 1;
