@@ -5,7 +5,7 @@
 // config run by another rolegate tree, e.g. `git worktree add /tmp/old HEAD~1`
 // with node_modules linked); the first variant is the baseline.
 //
-//   node bench/ab.ts [--seconds 5] [--rounds 3] \
+//   node bench/ab.ts [--seconds 5] [--rounds 3] [--warmup 2] \
 //     'default=' 'young8=limits: { worker_young_generation_mb: 8 }'
 //   node bench/ab.ts 'before=root:/tmp/old' 'after='
 
@@ -25,4 +25,4 @@ const variants: Variant[] = specs.map((spec) => {
   if (rest.startsWith('root:')) return { name, root: rest.slice(5) };
   return { name, yaml: rest === '' ? '' : `${rest}\n` };
 });
-await runAb({ seconds: numberArg('--seconds', 5), rounds: numberArg('--rounds', 3), variants });
+await runAb({ seconds: numberArg('--seconds', 5), rounds: numberArg('--rounds', 3), warmupSeconds: numberArg('--warmup', 2), variants });

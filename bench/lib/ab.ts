@@ -50,6 +50,8 @@ export interface AbOptions {
   cells?: AbCell[];
   seconds: number;
   rounds: number;
+  /** Each cell through each proxy for this long before the first round, not counted (JIT, caches, connections); default 2. */
+  warmupSeconds?: number;
   clients?: number;
 }
 
@@ -117,6 +119,12 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
       proxies.push({ variant, port: p.port, pid: p.child.pid as number });
     }
     const samples = new Map<string, Map<string, Sample[]>>();
+    const pgbench = (cell: AbCell, port: number, seconds: number): Promise<{ stdout: string }> =>
+      run('pgbench', [...cell.args, '-c', String(clients), '-j', '2', '-T', String(seconds), '-n', '-h', '127.0.0.1', '-p', String(port), '-U', cell.user, 'app'], {
+        env: { ...process.env, PGPASSWORD: DEMO_USERS[cell.user], PGOPTIONS: cell.options ?? '' },
+      });
+    const warmup = options.warmupSeconds ?? 2;
+    if (warmup > 0) for (const cell of cells) for (const proxy of proxies) await pgbench(cell, proxy.port, warmup);
     for (let round = 0; round < options.rounds; round++) {
       for (const cell of cells) {
         // Alternate the order, so no variant always runs on a warmer (or busier) machine.
@@ -124,9 +132,7 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
         for (const proxy of order) {
           const cpu0 = cpuMicros(proxy.pid);
           const machine0 = machineCpuMicros();
-          const { stdout } = await run('pgbench', [...cell.args, '-c', String(clients), '-j', '2', '-T', String(options.seconds), '-n', '-h', '127.0.0.1', '-p', String(proxy.port), '-U', cell.user, 'app'], {
-            env: { ...process.env, PGPASSWORD: DEMO_USERS[cell.user], PGOPTIONS: cell.options ?? '' },
-          });
+          const { stdout } = await pgbench(cell, proxy.port, options.seconds);
           const machine1 = machineCpuMicros();
           const cpu = cpuMicros(proxy.pid) - cpu0;
           const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
@@ -175,7 +181,7 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
     }
     const busy = [...result.values()].flatMap((row) => [...row.values()].map((v) => v.busy));
     console.log(
-      `\nmedians of ${options.rounds} interleaved rounds × ${options.seconds} s, ${clients} clients; ×: ratio of the medians, paired ×: median of each round's ratio; ` +
+      `\nmedians of ${options.rounds} interleaved rounds × ${options.seconds} s after ${warmup} s of warm-up per cell and variant, ${clients} clients; ×: ratio of the medians, paired ×: median of each round's ratio; ` +
         `machine: all processes (/proc/stat, ${(Math.min(...busy) * 100).toFixed(0)}–${(Math.max(...busy) * 100).toFixed(0)} % busy); ` +
         `proxy RSS at the end: ${proxies.map((p) => `${p.variant.name} ${(rssBytes(p.pid) / 1048576).toFixed(0)} MiB`).join(', ')}; Node ${process.version}`,
     );
