@@ -14,7 +14,7 @@ import { numberArg } from './lib/args.ts';
 
 const specs = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(all[i - 1] ?? '').startsWith('--'));
 if (specs.length < 2) {
-  process.stderr.write("usage: node bench/ab.ts [--seconds S] [--rounds R] 'name=<yaml>' 'name=node:<flags>' 'name=root:<checkout>' ...\n");
+  process.stderr.write("usage: node bench/ab.ts [--seconds S] [--rounds R] [--warmup W] 'name=<yaml>' 'name=node:<flags>' 'name=root:<checkout>' ...\n");
   process.exit(2);
 }
 const variants: Variant[] = specs.map((spec) => {
