@@ -28,6 +28,8 @@ export interface PreparedRecord {
   /** Facts and the allowing decision, for the audit record of each Execute (null without a parser). */
   facts: StatementFacts | null;
   decision: StatementDecision | null;
+  /** µs the allowing decision took (the Parse's, or the last re-check at Bind), for the audit records of its Executes. */
+  decisionUs: number;
   /**
    * Other texts the name may hold on the server: a later PREPARE/Parse of the
    * same name either failed (duplicate) or replaced it (after a failed

@@ -141,7 +141,7 @@ export class PolicyAuthorizer implements Authorizer {
   /** Session bookkeeping for statements of a text that was allowed as a whole. */
   private track(state: SessionSqlState, stmt: ParsedStatement, bucket: number): void {
     const meta = stmt.meta;
-    if (meta.prepare !== null) notePrepared(state, meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket, facts: meta.prepare.inner, decision: null, others: [] });
+    if (meta.prepare !== null) notePrepared(state, meta.prepare.name, { sql: meta.prepare.inner.sql, authorizer: this, bucket, facts: meta.prepare.inner, decision: null, decisionUs: 0, others: [] });
     if (meta.declareCursor !== null && state.cursors.size < SessionSqlState.MAX_ENTRIES) state.cursors.set(meta.declareCursor.name, meta.declareCursor.inner);
     if (meta.deallocate !== null) {
       if (meta.deallocate === '') state.statements.clear();

@@ -264,7 +264,7 @@ export class ClientSession {
   private portals: Map<string, BoundPortal> | null = null;
   /** Pairs forwarded executions with the server's answers (outcome, rows, query time). */
   private readonly tracker: StatementTracker<Tracked>;
-  /** µs the last decide() took (audit records carry it). */
+  /** µs the last decide() took (the audit records of its Query, or of a denial, carry it; a Parse's is kept with its statement). */
   private lastDecisionUs = 0;
   /** The text the last decide() decoded. */
   private lastSql = '';
@@ -949,6 +949,7 @@ export class ClientSession {
         bucket: this.bucket(),
         facts: last.parsed?.[0]?.facts ?? null,
         decision: last.decisions[0] ?? null,
+        decisionUs: this.lastDecisionUs,
         others: [],
       };
       // Parse of the unnamed statement replaces it. A named one that exists is
@@ -991,8 +992,10 @@ export class ClientSession {
       const bucket = this.bucket();
       if (rec.authorizer !== authorizer || rec.bucket !== bucket || rec.others.length > 0) {
         const context = this.context;
+        const t0 = performance.now();
         const verdict: StatementVerdict =
           context === null ? NO_CONTEXT : authorizer.preparedStatement(context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
+        this.lastDecisionUs = Math.round((performance.now() - t0) * 1000);
         if (!verdict.allow) {
           this.flushRun(upstream);
           // The statement stays prepared upstream; this execution fails like a failed Parse would.
@@ -1003,6 +1006,7 @@ export class ClientSession {
         rec.authorizer = authorizer;
         rec.bucket = bucket;
         rec.decision = authorizer.last.decisions[0] ?? rec.decision;
+        rec.decisionUs = this.lastDecisionUs;
       }
     }
     // Portals are only needed to name the statement in Execute's audit record.
@@ -1040,7 +1044,7 @@ export class ClientSession {
     const rec: PreparedRecord | undefined = statement === null ? undefined : this.sqlState.statements.get(statement);
     const audit = this.host.audit;
     const parameters = auditParameters(portal?.params ?? null, audit.parameters, audit.maxParameterBytes);
-    this.tracker.expect(this.statementRecord('extended', statement, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null, parameters), group);
+    this.tracker.expect(this.statementRecord('extended', statement, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null, rec?.decisionUs ?? 0, parameters), group);
   }
 
   private forgetUnnamedPortal(): void {
@@ -1146,12 +1150,13 @@ export class ClientSession {
     decision: 'allow' | 'deny',
     rule: string | null,
     reason: string | null,
+    decisionUs: number = this.lastDecisionUs,
     parameters: AuditParameter[] | undefined = undefined,
   ): AuditRecord {
     const ctx = this.context;
     const identity: IdentityInput = ctx?.identity ?? { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
     const tables = facts === null ? NO_TABLES : tableNames(facts.tables);
-    return this.auditRecord('statement', decision, rule, reason, this.lastDecisionUs, identity, ctx?.role ?? null, ctx?.database ?? '', protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
+    return this.auditRecord('statement', decision, rule, reason, decisionUs, identity, ctx?.role ?? null, ctx?.database ?? '', protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
   }
 
   /**
