@@ -58,7 +58,7 @@ export interface AuditRecord {
   /** Tables as "schema.name" ("name" when unqualified). */
   tables?: string[];
   parameters?: AuditParameter[];
-  /** Allowed statements: what the server made of it (absent on a deny: nothing ran). */
+  /** What the server made of the statement; "not-run" on a deny (nothing was sent). */
   outcome?: StatementOutcome;
   /** SQLSTATE of the server's ErrorResponse when outcome is "error". */
   sqlstate?: string;

@@ -29,6 +29,10 @@ export interface PolicyAuthorizerOptions {
   keyByText: boolean;
 }
 
+function ambiguous(): StatementVerdict {
+  return deny('42501', 'ambiguous-prepared-statement', 'the prepared statement was redefined too often for rolegate to know what it runs');
+}
+
 export class PolicyAuthorizer implements Authorizer {
   readonly revision: string;
   readonly enforcesStatements = true;
@@ -80,12 +84,13 @@ export class PolicyAuthorizer implements Authorizer {
     const last = this.last;
     last.parsed = parsed.ok ? parsed.statements : null;
     last.decisions.length = 0;
-    const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0);
+    const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0, true);
     if (verdict.allow && parsed.ok) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
     return verdict;
   }
 
-  private decideParsed(session: SessionContext, state: SessionSqlState, parsed: ParsedText, protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number): StatementVerdict {
+  /** `record`: this text's own decisions go to `last` (the text the caller's `last.parsed` holds). */
+  private decideParsed(session: SessionContext, state: SessionSqlState, parsed: ParsedText, protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number, record: boolean): StatementVerdict {
     if (!parsed.ok) {
       // Fail closed: text the parser rejects is never forwarded.
       const verdict: StatementDenial = {
@@ -101,7 +106,7 @@ export class PolicyAuthorizer implements Authorizer {
     // PREPAREs earlier in this same text, for an EXECUTE later in it.
     let preparedHere: Map<string, string> | null = null;
     for (const stmt of parsed.statements) {
-      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, depth === 0);
+      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, record);
       if (!own.allow) return own;
       // EXECUTE name runs what was prepared earlier: decide that too, now (a
       // reload or a time window edge applies to it).
@@ -122,20 +127,30 @@ export class PolicyAuthorizer implements Authorizer {
 
   /** Every text a prepared statement may hold must be allowed. */
   private decideTexts(session: SessionContext, state: SessionSqlState, texts: readonly string[], protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number): StatementVerdict {
-    if (texts.length > MAX_CANDIDATES) return deny('42501', 'ambiguous-prepared-statement', 'the prepared statement was redefined too often for rolegate to know what it runs');
+    if (texts.length > MAX_CANDIDATES) return ambiguous();
     for (const text of texts) {
-      const verdict = this.decideParsed(session, state, this.facts.get(text), protocol, inTransaction, bucket, depth);
+      const verdict = this.decideParsed(session, state, this.facts.get(text), protocol, inTransaction, bucket, depth, false);
       if (!verdict.allow) return verdict;
     }
     return ALLOW;
   }
 
-  /** Decide a prepared statement's every candidate text (Bind after a reload or a time-bucket change). */
+  /**
+   * Decide a prepared statement's every candidate text again (Bind after a
+   * reload or a time-bucket change), each as its Parse was decided; `last`
+   * describes the statement's own text (its decision and facts for the audit
+   * record), the other candidates only allow or refuse.
+   */
   preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementVerdict {
     const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
-    this.last.parsed = null;
-    this.last.decisions.length = 0;
-    return this.decideTexts(session, state, [rec.sql, ...rec.others], 'extended', inTransaction, bucket, 1);
+    const parsed = this.facts.get(rec.sql);
+    const last = this.last;
+    last.parsed = parsed.ok ? parsed.statements : null;
+    last.decisions.length = 0;
+    if (rec.others.length + 1 > MAX_CANDIDATES) return ambiguous();
+    const own = this.decideParsed(session, state, parsed, 'extended', inTransaction, bucket, 0, true);
+    if (!own.allow || rec.others.length === 0) return own;
+    return this.decideTexts(session, state, rec.others, 'extended', inTransaction, bucket, 0);
   }
 
   /** Session bookkeeping for statements of a text that was allowed as a whole. */

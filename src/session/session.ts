@@ -122,6 +122,20 @@ function refuseReason(code: ErrorCode): RefuseReason {
   }
 }
 
+/**
+ * A refused statement as its audit record names it: the client's statement
+ * name (extended protocol), its text, and its facts — only when the policy
+ * decided it (null when rolegate refused it before: invalid text, fail-closed
+ * audit, an unknown statement name, a FunctionCall) — or a command word
+ * standing in for them.
+ */
+interface DeniedStatement {
+  name: string | null;
+  sql: string;
+  facts: StatementFacts | null;
+  command?: string;
+}
+
 /** A portal as audit needs it (statement null: none bound). */
 interface BoundPortal {
   statement: string | null;
@@ -194,6 +208,13 @@ export function normaliseAddress(addr: string | undefined): string {
 }
 
 let sessionCounter = 0;
+/**
+ * Session ids are this prefix and a counter. Each worker thread loads this
+ * module anew (its own counter), and a restarted worker starts over: the
+ * prefix is random per module instance, so ids stay unique across workers
+ * and restarts (the pid would not: workers are threads of one process).
+ */
+const SESSION_PREFIX = randomBytes(4).toString('hex');
 const NO_CONTEXT: StatementDenial = Object.freeze({ allow: false, sqlstate: '42501', message: 'no session context', rule: 'internal', reason: 'no session context' });
 const NO_TABLES: string[] = [];
 
@@ -209,6 +230,7 @@ function tableNames(tables: readonly TableFact[]): string[] {
   }
   return names;
 }
+
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 const NONCE_PREFIX = randomBytes(8).toString('hex');
 
@@ -266,6 +288,8 @@ export class ClientSession {
   private readonly tracker: StatementTracker<Tracked>;
   /** µs the last decide() took (the audit records of its Query, or of a denial, carry it; a Parse's is kept with its statement). */
   private lastDecisionUs = 0;
+  /** Whether the last decision (decide() or a Bind re-check) reached the policy, so the authorizer's `last` describes it. */
+  private policyDecided = false;
   /** The text the last decide() decoded. */
   private lastSql = '';
   /** Shared by this session's audit records (serialised, never mutated). */
@@ -281,7 +305,7 @@ export class ClientSession {
     this.host = host;
     this.config = host.config;
     this.client = client;
-    this.id = `${process.pid.toString(36)}-${(++sessionCounter).toString(36)}`;
+    this.id = `${SESSION_PREFIX}-${(++sessionCounter).toString(36)}`;
     // One SQL identifier token ([a-z0-9_], < 63 bytes): the server's error message quotes it whole.
     this.nonceBase = `${NONCE_PREFIX}_${sessionCounter.toString(36)}`;
     this.framer = new Framer(this.config.limits.maxMessageBytes, [Frontend.CopyData]);
@@ -903,7 +927,7 @@ export class ClientSession {
       return;
     }
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'simple', '', this.lastSql);
+    this.injectDenial(upstream, verdict, 'simple', '', { name: null, sql: this.lastSql, facts: this.deniedFacts() });
   }
 
   /** An allowed Query: one tracked execution per statement (audit records, or just latency). */
@@ -937,7 +961,10 @@ export class ClientSession {
     if (verdict.allow) {
       if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
         this.flushRun(upstream);
-        this.injectDenial(upstream, { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' }, 'extended', p.name, null);
+        const verdict: StatementDenial = { allow: false, sqlstate: '54000', message: `too many prepared statements in this session (limit ${SessionSqlState.MAX_ENTRIES})`, rule: 'prepared-statement-limit', reason: 'the session holds too many prepared statements' };
+        const facts = this.host.authorizer().last.parsed?.[0]?.facts ?? null;
+        this.countRefusal(facts?.command ?? null, verdict.rule, 'extended');
+        this.injectDenial(upstream, verdict, 'extended', p.name, { name: p.name, sql: this.lastSql, facts });
         this.discardUntilSync = true;
         return;
       }
@@ -964,7 +991,7 @@ export class ClientSession {
     // A failed Parse of the unnamed statement drops the old one in the server too.
     if (p.name === '') statements.delete('');
     this.flushRun(upstream);
-    this.injectDenial(upstream, verdict, 'extended', p.name, this.lastSql);
+    this.injectDenial(upstream, verdict, 'extended', p.name, { name: p.name, sql: this.lastSql, facts: this.deniedFacts() });
     this.discardUntilSync = true;
   }
 
@@ -977,12 +1004,14 @@ export class ClientSession {
       // Nothing rolegate allowed has this name: whatever the server holds under
       // it (if anything) was never decided. Refused like an unknown EXECUTE.
       this.flushRun(upstream);
+      this.lastDecisionUs = 0;
+      this.countRefusal(null, 'unknown-prepared-statement', 'extended');
       this.injectDenial(
         upstream,
         { allow: false, sqlstate: '42501', message: `permission denied by rolegate rule "unknown-prepared-statement": prepared statement "${b.statement}" was not prepared through rolegate in this session`, rule: 'unknown-prepared-statement', reason: `prepared statement "${b.statement}" was not prepared through rolegate in this session` },
         'extended',
         `rolegate_denied_${this.nonceBase}`,
-        null,
+        { name: b.statement, sql: '', facts: null },
       );
       this.discardUntilSync = true;
       return;
@@ -993,13 +1022,16 @@ export class ClientSession {
       if (rec.authorizer !== authorizer || rec.bucket !== bucket || rec.others.length > 0) {
         const context = this.context;
         const t0 = performance.now();
+        this.policyDecided = context !== null;
         const verdict: StatementVerdict =
           context === null ? NO_CONTEXT : authorizer.preparedStatement(context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
         this.lastDecisionUs = Math.round((performance.now() - t0) * 1000);
         if (!verdict.allow) {
           this.flushRun(upstream);
           // The statement stays prepared upstream; this execution fails like a failed Parse would.
-          this.injectDenial(upstream, verdict, 'extended', `rolegate_denied_${this.nonceBase}`, rec.sql);
+          const facts = this.deniedFacts();
+          this.countRefusal(facts?.command ?? null, verdict.rule, 'extended');
+          this.injectDenial(upstream, verdict, 'extended', `rolegate_denied_${this.nonceBase}`, { name: b.statement, sql: rec.sql, facts });
           this.discardUntilSync = true;
           return;
         }
@@ -1069,12 +1101,14 @@ export class ClientSession {
   /** FunctionCall ('F') calls a function by OID, invisible to any SQL parser: refused. */
   private onFunctionCall(upstream: net.Socket): void {
     this.flushRun(upstream);
+    this.lastDecisionUs = 0;
+    this.countRefusal('FUNCTION CALL', 'function-call-message', 'simple');
     this.injectDenial(
       upstream,
       { allow: false, sqlstate: ERRORS.RG_FUNCTION_CALL_REFUSED.sqlstate, message: ERRORS.RG_FUNCTION_CALL_REFUSED.message, rule: 'function-call-message', reason: 'the FunctionCall message bypasses SQL and is refused' },
       'simple',
       '',
-      null,
+      { name: null, sql: '', facts: null, command: 'FUNCTION CALL' },
     );
   }
 
@@ -1082,16 +1116,24 @@ export class ClientSession {
   private decide(buf: Buffer, textStart: number, textEnd: number, protocol: 'simple' | 'extended'): StatementVerdict {
     const sql = buf.toString('utf8', textStart, textEnd);
     this.lastSql = sql;
+    this.lastDecisionUs = 0;
+    this.policyDecided = false;
     const problem = fe.checkSqlBytes(buf, textStart, textEnd);
     if (problem !== null) {
+      this.countRefusal(null, 'invalid-text', protocol);
       return { allow: false, sqlstate: ERRORS[problem].sqlstate, message: ERRORS[problem].message, rule: 'invalid-text', reason: ERRORS[problem].message };
     }
     const context = this.context;
-    if (context === null) return NO_CONTEXT;
+    if (context === null) {
+      this.countRefusal(null, NO_CONTEXT.rule, protocol);
+      return NO_CONTEXT;
+    }
     if (!this.host.audit.canProceed()) {
       // Fail-closed audit: nothing runs that cannot be recorded.
+      this.countRefusal(null, 'audit-unavailable', protocol);
       return { allow: false, sqlstate: ERRORS.RG_AUDIT_UNAVAILABLE.sqlstate, message: ERRORS.RG_AUDIT_UNAVAILABLE.message, rule: 'audit-unavailable', reason: 'the audit log cannot be written (fail-closed)' };
     }
+    this.policyDecided = true;
     const t0 = performance.now();
     const authorizer = this.host.authorizer();
     const verdict = authorizer.statements(context, this.sqlState, sql, protocol, this.txStatus !== TxStatus.Idle);
@@ -1111,6 +1153,24 @@ export class ClientSession {
     }
     if (!verdict.allow) metrics.countDenial(verdict.rule);
     return verdict;
+  }
+
+  /** A statement refused without decide()'s policy path (which counts its own): counted the same way. */
+  private countRefusal(command: string | null, rule: string, protocol: 'simple' | 'extended'): void {
+    this.host.metrics.countStatement(command, false, protocol);
+    this.host.metrics.countDenial(rule);
+  }
+
+  /**
+   * The facts of the statement the policy was deciding when it refused (for
+   * an EXECUTE whose prepared text was refused, the EXECUTE's); null when no
+   * policy decision was made — the authorizer's `last` is the worker's, and
+   * would name another statement, maybe another session's.
+   */
+  private deniedFacts(): StatementFacts | null {
+    if (!this.policyDecided) return null;
+    const last = this.host.authorizer().last;
+    return last.parsed?.[last.decisions.length - 1]?.facts ?? null;
   }
 
   private onExecutionDone(r: Tracked): void {
@@ -1164,12 +1224,10 @@ export class ClientSession {
    * syntax error naming a nonce), so the server's own error handling keeps the
    * protocol state right; the matching ErrorResponse is swapped for ours.
    */
-  private injectDenial(upstream: net.Socket, verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string, sql: string | null): void {
+  private injectDenial(upstream: net.Socket, verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string, denied: DeniedStatement): void {
     if (this.host.audit.enabled) {
-      const parsed = this.host.authorizer().last.parsed;
-      const denied = parsed?.[this.host.authorizer().last.decisions.length - 1]?.facts ?? null;
-      const record = this.statementRecord(protocol, protocol === 'extended' ? statementName : null, sql ?? '', denied, 'deny', verdict.rule, verdict.reason);
-      if (sql === null) record.command = verdict.rule === 'function-call-message' ? 'FUNCTION CALL' : null;
+      const record = this.statementRecord(protocol, denied.name, denied.sql, denied.facts, 'deny', verdict.rule, verdict.reason);
+      if (denied.command !== undefined) record.command = denied.command;
       record.outcome = 'not-run';
       this.host.audit.record(record);
     }

@@ -23,6 +23,9 @@ interface Audit {
   tables?: string[];
   rows?: number | null;
   outcome?: string;
+  decision_us: number;
+  session: string;
+  worker: number;
   identity: { name: string; method: string };
   role: string | null;
   policy_revision: string;
@@ -233,6 +236,74 @@ describe('audit and metrics for a scripted workload', () => {
     } finally {
       await proxy.stop();
     }
+  });
+});
+
+describe('audit records of refusals and sessions', () => {
+  test('a refusal made before the policy was asked names only what the client sent (never the facts of another session\'s statement) and is counted', async () => {
+    await ensureDemoDatabase();
+    await adminQuery('CREATE TABLE IF NOT EXISTS audited (id int PRIMARY KEY, note text); GRANT SELECT ON audited TO app_reader;', 'app');
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const auditFile = path.join(dir, 'audit.log');
+    // One worker: both sessions share its authorizer, whose last decision is another session's.
+    const proxy = await startProxy(demoConfig({ withPolicy: true, workers: 1, extra: `admin: { host: 127.0.0.1, port: 0 }\naudit: { sink: file, file: { path: ${JSON.stringify(auditFile)} } }\nmetrics: { snapshot_interval_ms: 100 }\n` }));
+    try {
+      const port = await adminPort(proxy);
+      const other = await connect(proxy.port, 'reporting-svc');
+      const c = await RawClient.connect(proxy.port);
+      await c.login('reporting-svc', DEMO_USERS['reporting-svc']);
+      await other.query('SELECT note FROM audited');
+      // Bind of a statement never prepared through rolegate.
+      c.write(Buffer.concat([bind('', 'never_prepared'), execute(''), sync()]));
+      await c.readUntil('Z');
+      await other.query('SELECT note FROM audited');
+      // A FunctionCall message (OID 1, no arguments).
+      c.write(message('F', Buffer.from([0, 0, 0, 1, 0, 0, 0, 0, 0, 0])));
+      await c.readUntil('Z');
+      c.end();
+      await other.end();
+      const text = await waitFor(async () => {
+        const t = await scrape(port);
+        return series(t, 'rolegate_statement_denials_total', { rule: 'function-call-message' }) >= 1 ? t : null;
+      });
+      assert.equal(series(text, 'rolegate_statement_denials_total', { rule: 'unknown-prepared-statement' }), 1);
+      assert.equal(series(text, 'rolegate_statements_total', { command: 'FUNCTION CALL', decision: 'deny' }), 1);
+      const denials = await waitFor(() => {
+        try {
+          const r = readAudit(auditFile).filter((x) => x.decision === 'deny');
+          return r.length >= 2 ? r : null;
+        } catch {
+          return null;
+        }
+      });
+      assert.deepEqual(
+        denials.map((r) => [r.protocol, r.statement_name ?? null, r.sql, r.command, r.tables, r.rule, r.outcome, r.decision_us]),
+        [
+          ['extended', 'never_prepared', '', null, [], 'unknown-prepared-statement', 'not-run', 0],
+          ['simple', null, '', 'FUNCTION CALL', [], 'function-call-message', 'not-run', 0],
+        ],
+      );
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('session ids are unique across workers', async () => {
+    await ensureDemoDatabase();
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const auditFile = path.join(dir, 'audit.log');
+    const proxy = await startProxy(demoConfig({ withPolicy: true, workers: 2, extra: `audit: { sink: file, file: { path: ${JSON.stringify(auditFile)} } }\n` }));
+    try {
+      // Connections are spread over the workers by the kernel (SO_REUSEPORT): 16 land on both but for a 2^-15 chance.
+      const clients = await Promise.all(Array.from({ length: 16 }, () => connect(proxy.port, 'reporting-svc')));
+      await Promise.all(clients.map((c) => c.end()));
+    } finally {
+      await proxy.stop();
+    }
+    const connects = readAudit(auditFile).filter((r) => r.audit === 'connect');
+    assert.equal(connects.length, 16);
+    assert.equal(new Set(connects.map((r) => r.worker)).size, 2, 'both workers took connections');
+    assert.equal(new Set(connects.map((r) => r.session)).size, 16, 'every session has its own id');
   });
 });
 

@@ -3,14 +3,15 @@
 // side too: nothing of a denied message may have run.
 
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { adminQuery } from '../helpers/pg.ts';
 import { connect, demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
-import { REPO, startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
+import { policyCopy, withPolicyDir } from '../helpers/security.ts';
 import { bind, errorFields, execute, parse, query, RawClient, sqlstate, sync } from '../helpers/raw-client.ts';
 
 async function count(sql: string): Promise<number> {
@@ -27,17 +28,6 @@ async function deniedWith(p: Promise<unknown>, rule: string): Promise<pg.Databas
   assert.equal(err.code, '42501', err.message);
   assert.match(err.message, new RegExp(`rule "${rule}"`));
   return err;
-}
-
-/** A private copy of the shipped policy directory that a test may edit. */
-function policyCopy(): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-policy-'));
-  cpSync(path.join(REPO, 'policies'), dir, { recursive: true });
-  return dir;
-}
-
-function withPolicyDir(config: string, dir: string): string {
-  return config.replace(/policy: \{ dir: "[^"]+" \}/, `policy: { dir: ${JSON.stringify(dir)} }`);
 }
 
 describe('shipped policy through rolegate', () => {
@@ -276,13 +266,16 @@ describe('policy reload', () => {
   test('a reload changes decisions for an already-open session; a broken policy is refused and the old one keeps deciding', async () => {
     await ensureDemoDatabase();
     const dir = policyCopy();
-    const proxy = await startProxy(withPolicyDir(demoConfig({ withPolicy: true, workers: 2 }), dir));
+    const auditFile = path.join(mkdtempSync(path.join(tmpdir(), 'rolegate-audit-')), 'audit.log');
+    const proxy = await startProxy(withPolicyDir(demoConfig({ withPolicy: true, workers: 2, extra: `audit: { sink: file, file: { path: ${JSON.stringify(auditFile)} } }\n` }), dir));
     const c = await connect(proxy.port, 'orders-svc', { options: '-c rolegate.role=app_writer' });
+    const select = { name: 'sel-probe', text: 'SELECT v FROM probe WHERE id = 2' };
     try {
       assert.equal((await c.query("UPDATE probe SET v = 'before-reload' WHERE id = 2")).rowCount, 1);
-      // Also an extended-protocol statement parsed before the reload.
+      // Also extended-protocol statements parsed before the reload.
       const named = { name: 'upd-probe', text: 'UPDATE probe SET v = $1 WHERE id = 2' };
       assert.equal((await c.query({ ...named, values: ['named-before'] })).rowCount, 1);
+      assert.equal((await c.query(select)).rowCount, 1);
 
       // Turn app_writer into a reader in the data, then reload with SIGHUP.
       const dataPath = path.join(dir, 'data.json');
@@ -293,8 +286,9 @@ describe('policy reload', () => {
       proxy.child.kill('SIGHUP');
       await reloaded;
       await deniedWith(c.query("UPDATE probe SET v = 'post-reload' WHERE id = 2"), 'read-only-role');
-      // The statement prepared before the reload is re-decided at its next Bind.
+      // The statements prepared before the reload are re-decided at their next Bind.
       await deniedWith(c.query({ ...named, values: ['named-post'] }), 'read-only-role');
+      assert.equal((await c.query(select)).rowCount, 1);
       assert.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1);
 
       // A broken policy is refused; the running revision keeps deciding.
@@ -310,5 +304,25 @@ describe('policy reload', () => {
       await proxy.stop();
     }
     assert.equal(await count("SELECT count(*) AS c FROM probe WHERE v IN ('post-reload', 'post-broken', 'named-post')"), 0);
+
+    // Audit: a re-decided statement's records carry the new revision's decision, under the client's statement name.
+    const records = readFileSync(auditFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as { statement_name?: string; decision: string; rule: string; reason: string; command: string | null; tables: string[]; outcome: string; policy_revision: string });
+    const brief = (name: string): unknown[] => records.filter((r) => r.statement_name === name).map((r) => [r.decision, r.rule, r.reason, r.command, r.tables, r.outcome]);
+    assert.deepEqual(brief('sel-probe'), [
+      ['allow', 'allow-read', 'app_writer (writer) may run SELECT', 'SELECT', ['probe'], 'complete'],
+      ['allow', 'allow-read', 'app_writer (reader) may run SELECT', 'SELECT', ['probe'], 'complete'],
+    ]);
+    assert.deepEqual(
+      brief('upd-probe').map((r) => (r as unknown[]).slice(0, 2).concat((r as unknown[]).slice(3))),
+      [
+        ['allow', 'allow-write', 'UPDATE', ['probe'], 'complete'],
+        ['deny', 'read-only-role', 'UPDATE', ['probe'], 'not-run'],
+      ],
+    );
+    const revisions = new Set(records.filter((r) => r.statement_name === 'sel-probe').map((r) => r.policy_revision));
+    assert.equal(revisions.size, 2, 'the two Executes ran under two policy revisions');
   });
 });
