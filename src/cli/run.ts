@@ -78,10 +78,12 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
     if (current.file !== null) {
       try {
         const next = loadConfigFile(current.file);
-        const fixed = ['listen', 'workers', 'admin'] as const;
+        // audit: the sink is the main thread's, made once; a worker restarted
+        // later must keep feeding it the way the others do.
+        const fixed = ['listen', 'workers', 'admin', 'audit'] as const;
         const ignored = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(current[k]) && !(k === 'listen' && next.listen.port === 0));
         if (ignored.length > 0) log.warn({ keys: ignored }, 'config reload: these settings need a restart and keep their running values');
-        current = { ...next, listen: current.listen, workers: current.workers, admin: current.admin };
+        current = { ...next, listen: current.listen, workers: current.workers, admin: current.admin, audit: current.audit };
         supervisor.setConfig(current);
         if (reloader !== null) reloader.config = current;
         log.info({ reason, file: current.file }, 'config reload');

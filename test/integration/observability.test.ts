@@ -3,7 +3,7 @@
 // sink failures in fail-closed and best-effort mode.
 
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -286,6 +286,34 @@ describe('audit records of refusals and sessions', () => {
     } finally {
       await proxy.stop();
     }
+  });
+
+  test('audit settings need a restart: a config reload keeps the running sink and record settings, and says so', async () => {
+    await ensureDemoDatabase();
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const first = path.join(dir, 'first.log');
+    const second = path.join(dir, 'second.log');
+    const config = demoConfig({ withPolicy: true, workers: 1, extra: `audit: { sink: file, file: { path: ${JSON.stringify(first)} } }\n` });
+    const long = `SELECT ${'1 + '.repeat(40)}1 AS sum`;
+    const proxy = await startProxy(config);
+    try {
+      const warned = proxy.waitForLog((l) => l['msg'] === 'config reload: these settings need a restart and keep their running values');
+      writeFileSync(proxy.configFile, config.replace(JSON.stringify(first), JSON.stringify(second)).replace('sink: file,', 'sink: file, max_sql_bytes: 64,'));
+      proxy.child.kill('SIGHUP');
+      assert.deepEqual((await warned)['keys'], ['audit']);
+      const c = await connect(proxy.port, 'reporting-svc');
+      await c.query(long);
+      await c.end();
+    } finally {
+      await proxy.stop();
+    }
+    const records = readAudit(first);
+    assert.deepEqual(
+      records.filter((r) => r.audit === 'statement').map((r) => r.sql),
+      [long],
+      'the statement is recorded in the running sink, its text not cut by the reloaded max_sql_bytes',
+    );
+    assert.ok(!existsSync(second), 'the reloaded sink path is not opened');
   });
 
   test('session ids are unique across workers', async () => {
