@@ -18,7 +18,7 @@ export interface AuditConfig {
   // The sinks' own option types, less what only code (not config) sets.
   stdout: Omit<StdoutSinkOptions, 'stream'>;
   file: Omit<FileSinkOptions, 'mode'> | null;
-  http: (Omit<HttpSinkOptions, 'headers' | 'closeTimeoutMs' | 'random'> & { headers: Readonly<Record<string, string>> }) | null;
+  http: (Omit<HttpSinkOptions, 'headers' | 'closeTimeoutMs' | 'keepRejected' | 'random'> & { headers: Readonly<Record<string, string>> }) | null;
 }
 
 /** Open the configured sink (the file is opened now: a bad path fails start-up with RG_AUDIT_SINK). */
@@ -32,7 +32,7 @@ export async function openAuditSink(config: AuditConfig): Promise<AuditSink> {
     }
     case 'http': {
       if (config.http === null) throw new Error('audit.http is required for sink: http');
-      return new HttpSink({ ...config.http, headers: { ...config.http.headers } });
+      return new HttpSink({ ...config.http, headers: { ...config.http.headers }, keepRejected: config.mode === 'fail-closed' });
     }
     default: {
       const unreachable: never = config.sink;

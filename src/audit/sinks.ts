@@ -694,6 +694,13 @@ export interface HttpSinkOptions {
   retryMaxMs: number;
   /** How long close() keeps trying to deliver what is queued. */
   closeTimeoutMs?: number;
+  /**
+   * Retry a rejected batch (4xx) like a failed one instead of dropping it:
+   * fail-closed mode, where statements wait for their records rather than
+   * lose them — and a sink that dropped its last batch would have nothing
+   * left to prove the collector takes records again (a new token, say).
+   */
+  keepRejected?: boolean;
   /** Jitter source (tests). */
   random?: () => number;
 }
@@ -703,9 +710,10 @@ export interface HttpSinkOptions {
  * with undici, one batch in flight (order is kept). A batch is sent when it
  * is full (records or bytes) or every flushIntervalMs. A connection error, a
  * timeout, 5xx, 408 or 429 retries the same batch after an exponential,
- * jittered backoff (Retry-After is honoured up to retryMaxMs); other 4xx
- * answers mean the collector will never take that batch: it is dropped
- * (counted). Any failure makes the sink unhealthy until a batch succeeds.
+ * jittered backoff (Retry-After is honoured up to retryMaxMs); other answers
+ * (4xx, 3xx) mean the collector will not take that batch: it is dropped
+ * (counted) — unless keepRejected (fail-closed), when it is retried the same
+ * way until taken. Any failure makes the sink unhealthy until a batch succeeds.
  * Each batch is the sink's own copy (retries resend it): chunk buffers go
  * back to their workers when the batch is taken, not when it is answered.
  */
@@ -788,7 +796,7 @@ export class HttpSink extends SinkBase implements AuditSink {
       const status = res.statusCode;
       if (status >= 200 && status < 300) outcome = 'ok';
       else {
-        outcome = status >= 500 || status === 408 || status === 429 ? 'retry' : 'reject';
+        outcome = status >= 500 || status === 408 || status === 429 || this.options.keepRejected === true ? 'retry' : 'reject';
         error = `HTTP ${status}`;
         const ra = res.headers['retry-after'];
         const seconds = typeof ra === 'string' ? Number(ra) : Number.NaN;

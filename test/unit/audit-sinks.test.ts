@@ -1002,6 +1002,22 @@ test('http sink: a 4xx rejection drops that batch (counted) and does not retry i
   await c.close();
 });
 
+test('http sink, fail-closed (keepRejected): a rejected batch is retried until the collector takes it, then the sink is healthy again — with nothing else to send', async () => {
+  const c = await collector([401, 403, 401]);
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, retryInitialMs: 10, retryMaxMs: 40, keepRejected: true });
+  const health: boolean[] = [];
+  sink.onHealthChange((h) => health.push(h));
+  for (let i = 0; i < 10; i++) sink.write(line(i));
+  await until(() => c.received.length === 1, 5000);
+  await until(() => sink.healthy);
+  assert.equal(c.requests, 4);
+  assert.deepEqual(c.received[0]!.lines.map((l) => (JSON.parse(l) as { n: number }).n), Array.from({ length: 10 }, (_, i) => i));
+  assert.deepEqual(health, [false, true]);
+  assert.deepEqual(sink.stats(), { written: 10, dropped: 0, queued: 0, failures: 3 });
+  await sink.close();
+  await c.close();
+});
+
 test('http sink: Retry-After on 429 is honoured (up to retry_max_ms)', async () => {
   const c = await collector([429], { retryAfter: '0.3' });
   const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, retryInitialMs: 10, retryMaxMs: 2000 });
