@@ -13,7 +13,7 @@
 //                stdout and http.
 
 import type { AuditSink, AuditSinkKind, AuditSinkStats, ChunkLease } from './sinks.ts';
-import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode } from './record.ts';
+import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode, type PrepareOptions } from './record.ts';
 
 export type AuditMode = 'fail-closed' | 'best-effort';
 
@@ -24,6 +24,8 @@ export interface AuditorOptions {
   parameters: ParameterMode;
   /** parameters: full — each value is cut to this many bytes (text) or half as many (hex). */
   maxParameterBytes?: number;
+  /** A record's table and parameter lists are each cut to this many bytes of JSON (auditListBudget() in setup.ts); default: no bound. */
+  maxListBytes?: number;
 }
 
 /** The default mode of each sink kind when audit.mode is not set. */
@@ -75,7 +77,7 @@ export class Auditor implements AuditRecorder {
   readonly mode: AuditMode;
   readonly parameters: ParameterMode;
   readonly maxParameterBytes: number;
-  private readonly maxSqlBytes: number;
+  private readonly prepare: PrepareOptions;
   private workerDropped = 0;
   private formatFailures = 0;
 
@@ -83,7 +85,7 @@ export class Auditor implements AuditRecorder {
     this.sink = sink;
     this.mode = options.mode;
     this.parameters = options.parameters;
-    this.maxSqlBytes = options.maxSqlBytes;
+    this.prepare = { maxSqlBytes: options.maxSqlBytes, maxListBytes: options.maxListBytes };
     this.maxParameterBytes = options.maxParameterBytes ?? 256;
   }
 
@@ -94,7 +96,7 @@ export class Auditor implements AuditRecorder {
   record(record: AuditRecord): void {
     let line: string;
     try {
-      line = formatRecord(prepareRecord(record, { maxSqlBytes: this.maxSqlBytes }));
+      line = formatRecord(prepareRecord(record, this.prepare));
     } catch {
       // A record that cannot be serialised (a bug upstream of here) is a drop, not a crash.
       this.formatFailures++;

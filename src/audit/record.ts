@@ -57,7 +57,11 @@ export interface AuditRecord {
   command?: string | null;
   /** Tables as "schema.name" ("name" when unqualified). */
   tables?: string[];
+  /** Present when the tables did not all fit the record's budget: this many were left out at the end of the list. */
+  tables_omitted?: number;
   parameters?: AuditParameter[];
+  /** Present when the parameters did not all fit the record's budget: this many were left out at the end of the list. */
+  parameters_omitted?: number;
   /** What the server made of the statement; "not-run" on a deny (nothing was sent). */
   outcome?: StatementOutcome;
   /** SQLSTATE of the server's ErrorResponse when outcome is "error". */
@@ -123,7 +127,9 @@ export function newRecord(
     sql_bytes: undefined,
     command,
     tables,
+    tables_omitted: undefined,
     parameters,
+    parameters_omitted: undefined,
     outcome: undefined,
     sqlstate: undefined,
     query_us: undefined,
@@ -133,12 +139,18 @@ export function newRecord(
 
 export interface PrepareOptions {
   maxSqlBytes: number;
+  /** Bound on the JSON of each of `tables` and `parameters` (counted as if every character needed an escape); default: none. */
+  maxListBytes?: number;
 }
 
 /**
  * Apply the configured limits in place (the record is the caller's fresh
  * object): SQL text longer than maxSqlBytes in UTF-8 is cut on a character
- * boundary and flagged.
+ * boundary and flagged; a table or parameter list past maxListBytes keeps its
+ * first entries and counts the rest (tables_omitted, parameters_omitted). So
+ * bounded, a record always fits the queues (setup.ts sizes the bound from
+ * them): a client cannot make its statement's record too large to be written.
+ * (Text the operator controls — policy reasons — and identity names are not cut.)
  */
 export function prepareRecord(record: AuditRecord, options: PrepareOptions): AuditRecord {
   const sql = record.sql;
@@ -150,7 +162,48 @@ export function prepareRecord(record: AuditRecord, options: PrepareOptions): Aud
       record.sql_bytes = Buffer.byteLength(sql, 'utf8');
     }
   }
+  const budget = options.maxListBytes;
+  if (budget === undefined) return record;
+  const tables = record.tables;
+  if (tables !== undefined) {
+    const keep = tablesWithin(tables, budget);
+    if (keep < tables.length) {
+      record.tables = tables.slice(0, keep);
+      record.tables_omitted = tables.length - keep;
+    }
+  }
+  const params = record.parameters;
+  if (params !== undefined) {
+    const keep = parametersWithin(params, budget);
+    if (keep < params.length) {
+      record.parameters = params.slice(0, keep);
+      record.parameters_omitted = params.length - keep;
+    }
+  }
   return record;
+}
+
+/** How many of the first table names fit `budget` bytes of JSON at most (each character counted as a 6-byte escape). */
+function tablesWithin(tables: readonly string[], budget: number): number {
+  let used = 2;
+  for (let i = 0; i < tables.length; i++) {
+    used += 3 + 6 * (tables[i] as string).length;
+    if (used > budget) return i;
+  }
+  return tables.length;
+}
+
+/** How many of the first parameters fit `budget` bytes of JSON at most (each character counted as a 6-byte escape). */
+function parametersWithin(params: readonly AuditParameter[], budget: number): number {
+  let used = 2;
+  for (let i = 0; i < params.length; i++) {
+    const p = params[i];
+    let size = 5;
+    if (p !== null && p !== undefined) size = 48 + 6 * (p.text?.length ?? 0) + (p.hex?.length ?? 0);
+    if (used + size > budget) return i;
+    used += size;
+  }
+  return params.length;
 }
 
 /**
@@ -253,6 +306,7 @@ interface StatementPart {
   command: string | null | undefined;
   /** A copy of the table names (a record's array may be the same one with other contents). */
   tables: readonly string[] | undefined;
+  tablesOmitted: number | undefined;
   /** `,"protocol":…,"tables":[…]` as one flat string. */
   text: string;
 }
@@ -318,6 +372,7 @@ export class RecordFormatter {
   format(r: AuditRecord): string {
     let line = `${this.head(r)}${this.sessionPart(r)}${this.decisionPart(r)},"decision_us":${num(r.decision_us)}${this.statementPart(r)}`;
     if (r.parameters !== undefined) line += `,"parameters":${safeJson(r.parameters)}`;
+    if (r.parameters_omitted !== undefined) line += `,"parameters_omitted":${num(r.parameters_omitted)}`;
     if (r.outcome !== undefined) line += outcomePart(r.outcome);
     if (r.sqlstate !== undefined) line += `,"sqlstate":${str(r.sqlstate)}`;
     if (r.query_us !== undefined) line += `,"query_us":${num(r.query_us)}`;
@@ -352,13 +407,14 @@ export class RecordFormatter {
       cached.command === r.command &&
       cached.truncated === r.sql_truncated &&
       cached.bytes === r.sql_bytes &&
+      cached.tablesOmitted === r.tables_omitted &&
       sameTables(cached.tables, r.tables)
     ) {
       return cached.text;
     }
     const text = flat(statementText(r));
     if (this.statements.size >= MAX_CACHED_PARTS) this.statements.clear();
-    this.statements.set(sql, { protocol: r.protocol, name: r.statement_name, truncated: r.sql_truncated, bytes: r.sql_bytes, command: r.command, tables: r.tables === undefined ? undefined : [...r.tables], text });
+    this.statements.set(sql, { protocol: r.protocol, name: r.statement_name, truncated: r.sql_truncated, bytes: r.sql_bytes, command: r.command, tables: r.tables === undefined ? undefined : [...r.tables], tablesOmitted: r.tables_omitted, text });
     return text;
   }
 
@@ -405,6 +461,7 @@ function statementText(r: AuditRecord): string {
   if (r.sql_bytes !== undefined) text += `,"sql_bytes":${num(r.sql_bytes)}`;
   if (r.command !== undefined) text += `,"command":${strOrNull(r.command)}`;
   if (r.tables !== undefined) text += `,"tables":${tablesJson(r.tables)}`;
+  if (r.tables_omitted !== undefined) text += `,"tables_omitted":${num(r.tables_omitted)}`;
   return text;
 }
 

@@ -23,7 +23,7 @@
 // broadcasts every change (AuditHealthMessage). Until the first one arrives
 // the health is 'unknown', which counts as healthy only in best-effort mode.
 
-import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode } from './record.ts';
+import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode, type PrepareOptions } from './record.ts';
 import type { AuditMode, AuditorOptions, AuditRecorder } from './auditor.ts';
 
 export type AuditHealth = 'healthy' | 'unhealthy' | 'unknown';
@@ -232,7 +232,7 @@ export class WorkerAuditor implements AuditRecorder {
   readonly buffer: AuditBuffer;
   private readonly options: WorkerAuditorOptions;
   private readonly post: AuditPost;
-  private readonly prepare: { maxSqlBytes: number };
+  private readonly prepare: PrepareOptions;
   private readonly maxInFlight: number;
   private inFlight = 0;
   private posted = 0;
@@ -243,7 +243,7 @@ export class WorkerAuditor implements AuditRecorder {
     this.post = post;
     this.parameters = options.parameters;
     this.maxParameterBytes = options.maxParameterBytes ?? 256;
-    this.prepare = { maxSqlBytes: options.maxSqlBytes };
+    this.prepare = { maxSqlBytes: options.maxSqlBytes, maxListBytes: options.maxListBytes };
     this.maxInFlight = options.maxInFlightRecords ?? options.bufferRecords;
     this.buffer = new AuditBuffer({ mode: options.mode, maxRecords: options.bufferRecords, maxBytes: options.bufferBytes, batchRecords: options.batchRecords });
     this.buffer.setHealth(initialHealth);

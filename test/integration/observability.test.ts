@@ -30,6 +30,7 @@ interface Audit {
   role: string | null;
   policy_revision: string;
   parameters?: unknown[];
+  parameters_omitted?: number;
   statement_name?: string;
 }
 
@@ -314,6 +315,35 @@ describe('audit records of refusals and sessions', () => {
       'the statement is recorded in the running sink, its text not cut by the reloaded max_sql_bytes',
     );
     assert.ok(!existsSync(second), 'the reloaded sink path is not opened');
+  });
+
+  test('fail-closed with the smallest queues: a Bind of 30 000 parameters still gets its record (the list is cut and counted), not dropped', async () => {
+    await ensureDemoDatabase();
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const auditFile = path.join(dir, 'audit.log');
+    const proxy = await startProxy(
+      demoConfig({ withPolicy: true, workers: 1, extra: `audit: { sink: file, parameters: redacted, worker: { buffer_bytes: 65536 }, file: { path: ${JSON.stringify(auditFile)}, max_queued_bytes: 65536 } }\n` }),
+    );
+    try {
+      const c = await RawClient.connect(proxy.port);
+      await c.login('reporting-svc', DEMO_USERS['reporting-svc']);
+      const n = 30_000;
+      const values = Buffer.alloc(2 + 4 * n + 2);
+      values.writeInt16BE(n, 0);
+      for (let i = 0; i < n; i++) values.writeInt32BE(-1, 2 + 4 * i); // NULL
+      c.write(Buffer.concat([parse('big', 'SELECT 1 AS one'), message('B', Buffer.concat([Buffer.from('\0big\0'), Buffer.from([0, 0]), values])), execute(''), sync()]));
+      await c.readUntil('Z');
+      c.end();
+    } finally {
+      await proxy.stop();
+    }
+    const [record] = readAudit(auditFile).filter((r) => r.statement_name === 'big');
+    assert.ok(record, 'the statement has its record');
+    const kept = record.parameters?.length ?? 0;
+    assert.ok(kept > 0 && kept < 30_000, `${kept} parameters kept`);
+    assert.equal(kept + (record.parameters_omitted ?? 0), 30_000);
+    // The server refused the Bind (the statement takes no parameters): the record says so.
+    assert.equal(record.outcome, 'error');
   });
 
   test('session ids are unique across workers', async () => {

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { auditParameters, readBindParameters } from '../../src/audit/parameters.ts';
-import { commandCompleteRows, formatRecord, parseCommandTag, prepareRecord, RecordFormatter, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
+import { commandCompleteRows, formatRecord, newRecord, parseCommandTag, prepareRecord, RecordFormatter, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
+import { auditListBudget, type AuditConfig } from '../../src/audit/setup.ts';
 
 function statementRecord(sql: string, extra: Partial<AuditRecord> = {}): AuditRecord {
   return {
@@ -136,7 +137,9 @@ const anyRecord: fc.Arbitrary<AuditRecord> = fc
     sql_bytes: optional(anyNumber),
     command: optional(fc.option(anyText)),
     tables: optional(fc.array(anyText, { maxLength: 4 })),
+    tables_omitted: optional(fc.nat()),
     parameters: optional(fc.array(anyParameter, { maxLength: 3 })),
+    parameters_omitted: optional(fc.nat()),
     outcome: optional(fc.constantFrom('complete' as const, 'error' as const, 'suspended' as const, 'not-run' as const, 'unknown' as const)),
     sqlstate: optional(anyText),
     query_us: optional(anyNumber),
@@ -188,7 +191,7 @@ test('the formatter reuses a session\'s and a decision\'s formatted parts only w
   for (let i = 0; i < 3000; i++) check({ ...base(), session: `s-${i % 1500}`, rule: `rule-${i % 1100}`, sql: `SELECT ${i}` });
 });
 
-const RECORD_KEYS: ReadonlyArray<keyof AuditRecord> = ['audit', 'time', 'unix_ms', 'session', 'worker', 'identity', 'client', 'database', 'role', 'decision', 'rule', 'reason', 'policy_revision', 'decision_us', 'protocol', 'statement_name', 'sql', 'sql_truncated', 'sql_bytes', 'command', 'tables', 'parameters', 'outcome', 'sqlstate', 'query_us', 'rows'];
+const RECORD_KEYS: ReadonlyArray<keyof AuditRecord> = ['audit', 'time', 'unix_ms', 'session', 'worker', 'identity', 'client', 'database', 'role', 'decision', 'rule', 'reason', 'policy_revision', 'decision_us', 'protocol', 'statement_name', 'sql', 'sql_truncated', 'sql_bytes', 'command', 'tables', 'tables_omitted', 'parameters', 'parameters_omitted', 'outcome', 'sqlstate', 'query_us', 'rows'];
 
 /** The record with its keys in AuditRecord's order (what the reference text follows), undefined ones left out. */
 function inOrder(record: AuditRecord): AuditRecord {
@@ -212,6 +215,8 @@ test('the formatter reuses a prepared statement\'s formatted part and a millisec
   check(base({ tables: [] }));
   check(base({ tables: undefined }));
   check(base({ tables: ['pgbench_accounts', 'pgbench_branches'] }));
+  check(base({ tables_omitted: 3 }));
+  check(base({ tables_omitted: 4 }));
   check(base({ sql_truncated: true, sql_bytes: 70_000 }));
   check(base({ sql_truncated: true, sql_bytes: 80_000 }));
   check(base());
@@ -281,6 +286,72 @@ test('a 1 MB statement is truncated to max_sql_bytes and flagged; the line stays
   const back = JSON.parse(line) as AuditRecord;
   assert.equal(back.sql_truncated, true);
   assert.ok(sql.startsWith(back.sql ?? ''));
+});
+
+test('tables and parameters past the list bound keep their first entries and count the rest; within it they are untouched', () => {
+  const tables = Array.from({ length: 500 }, (_, i) => `public.t${i}`);
+  const params = Array.from({ length: 300 }, (_, i) => ({ bytes: 3, text: `v${i}` }));
+  const r = prepareRecord(statementRecord('SELECT 1', { tables, parameters: params }), { maxSqlBytes: 4096, maxListBytes: 2000 });
+  assert.ok(r.tables !== undefined && r.tables.length > 0 && r.tables.length < 500);
+  assert.equal((r.tables?.length ?? 0) + (r.tables_omitted ?? 0), 500);
+  assert.deepEqual(r.tables, tables.slice(0, r.tables?.length));
+  assert.ok(Buffer.byteLength(JSON.stringify(r.tables)) <= 2000);
+  assert.ok(r.parameters !== undefined && r.parameters.length > 0 && r.parameters.length < 300);
+  assert.equal((r.parameters?.length ?? 0) + (r.parameters_omitted ?? 0), 300);
+  assert.ok(Buffer.byteLength(JSON.stringify(r.parameters)) <= 2000);
+  const line = formatRecord(r);
+  assert.match(line, /"tables_omitted":\d+,"parameters":\[.*\],"parameters_omitted":\d+\}\n$/);
+  // Within the bound: the same arrays, no counts.
+  const small = prepareRecord(statementRecord('SELECT 1', { tables: tables.slice(0, 3), parameters: params.slice(0, 3) }), { maxSqlBytes: 4096, maxListBytes: 2000 });
+  assert.equal(small.tables?.length, 3);
+  assert.equal(small.parameters?.length, 3);
+  assert.equal(small.tables_omitted, undefined);
+  assert.equal(small.parameters_omitted, undefined);
+});
+
+test('the smallest queues the config allows still hold the largest record a client can make (SQL, tables and parameters all escaped)', () => {
+  for (const maxSqlBytes of [64, 4096, 8192, 1 << 20]) {
+    const queue = Math.max(64 * 1024, 8 * maxSqlBytes); // the config's minimum for buffer_bytes and max_queued_bytes
+    const config: AuditConfig = {
+      sink: 'file',
+      mode: 'fail-closed',
+      maxSqlBytes,
+      parameters: 'full',
+      maxParameterBytes: 65536,
+      worker: { bufferRecords: 100, bufferBytes: queue, batchRecords: 10, flushIntervalMs: 50 },
+      stdout: { maxQueuedRecords: 100, maxQueuedBytes: queue },
+      file: { path: '/x', maxBytes: 1 << 20, keep: 1, maxQueuedRecords: 100, maxQueuedBytes: queue, retryMs: 100 },
+      http: null,
+    };
+    const budget = auditListBudget(config);
+    assert.ok(budget > 0);
+    const control = '\u0001'.repeat(8 * maxSqlBytes); // every character a 6-byte escape
+    const record = newRecord(
+      'statement', Date.now(), 'a1b2c3d4-1', 0, { name: 'svc', method: 'jwt' }, { addr: '::ffff:10.0.0.1', port: 1 }, 'app', 'app_reader', 'allow', 'allow-read', 'app_reader (reader) may run SELECT', '0123456789abcdef', 10,
+      'extended', 'stmt', control, 'SELECT',
+      Array.from({ length: 20_000 }, () => '\u0002'.repeat(20)),
+      Array.from({ length: 32_767 }, () => ({ bytes: 65536, text: '\u0003'.repeat(200), truncated: true as const })),
+    );
+    record.outcome = 'complete';
+    record.query_us = 123456;
+    record.rows = 1;
+    const line = formatRecord(prepareRecord(record, { maxSqlBytes, maxListBytes: budget }));
+    assert.ok(Buffer.byteLength(line) <= queue, `max_sql_bytes ${maxSqlBytes}: a ${Buffer.byteLength(line)}-byte line for a ${queue}-byte queue`);
+    assert.ok((record.tables_omitted ?? 0) > 0 && (record.parameters_omitted ?? 0) > 0);
+  }
+  // The default sizes leave each list its 1 MiB.
+  const defaults: AuditConfig = {
+    sink: 'http',
+    mode: 'best-effort',
+    maxSqlBytes: 4096,
+    parameters: 'full',
+    maxParameterBytes: 256,
+    worker: { bufferRecords: 10_000, bufferBytes: 16 << 20, batchRecords: 1024, flushIntervalMs: 100 },
+    stdout: { maxQueuedRecords: 100_000, maxQueuedBytes: 64 << 20 },
+    file: null,
+    http: { url: 'http://127.0.0.1:9/x', headers: {}, batchMaxRecords: 500, batchMaxBytes: 1 << 20, flushIntervalMs: 1000, timeoutMs: 10_000, maxQueuedRecords: 100_000, maxQueuedBytes: 64 << 20, retryInitialMs: 250, retryMaxMs: 30_000 },
+  };
+  assert.equal(auditListBudget(defaults), 1 << 20);
 });
 
 test('a statement within the limit is untouched and carries no truncation fields', () => {
