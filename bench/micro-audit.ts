@@ -32,7 +32,7 @@ const PREPARED = 'SELECT abalance FROM pgbench_accounts WHERE aid = $1;';
 /** As the session builds it (newRecord): a simple Query with its own literal, and an Execute of a prepared statement, in turn. */
 function build(): AuditRecord {
   const extended = (variant++ & 1) === 1;
-  return newRecord('statement', Date.now(), 'q1x-4f', 0, identity, client, 'app', 'app_reader', 'allow', 'reader-select', 'app_reader may read application tables', 'sha256:3f2a9c1d7e', 2, extended ? 'extended' : 'simple', extended ? 'P_0' : undefined, extended ? PREPARED : nextSql(), 'SELECT', tables, undefined);
+  return newRecord('statement', Date.now(), variant, 'q1x-4f', 0, identity, client, 'app', 'app_reader', 'allow', 'reader-select', 'app_reader may read application tables', 'sha256:3f2a9c1d7e', 2, extended ? 'extended' : 'simple', extended ? 'P_0' : undefined, extended ? PREPARED : nextSql(), 'SELECT', tables, undefined);
 }
 
 const prepare = { maxSqlBytes: 4096 };

@@ -31,6 +31,13 @@ export interface AuditRecord {
   /** RFC 3339, UTC, millisecond precision. */
   time: string;
   unix_ms: number;
+  /**
+   * The record's number in its session, from 1 in the order the session made
+   * them (a statement's record is made when it is forwarded, written when it
+   * is answered). With `session`, a unique key: a collector can drop the
+   * duplicates an HTTP retry may deliver, and order a session's records.
+   */
+  seq: number;
   session: string;
   worker: number;
   identity: { name: string; method: string };
@@ -86,6 +93,7 @@ export interface AuditRecord {
 export function newRecord(
   audit: AuditEvent,
   unixMs: number,
+  seq: number,
   session: string,
   worker: number,
   identity: AuditRecord['identity'],
@@ -109,6 +117,7 @@ export function newRecord(
     audit,
     time: rfc3339(unixMs),
     unix_ms: unixMs,
+    seq,
     session,
     worker,
     identity,
@@ -370,7 +379,7 @@ export class RecordFormatter {
 
   /** The record as exactly one line of JSON, ending in '\n'. Never contains a raw line terminator or an unpaired surrogate. */
   format(r: AuditRecord): string {
-    let line = `${this.head(r)}${this.sessionPart(r)}${this.decisionPart(r)},"decision_us":${num(r.decision_us)}${this.statementPart(r)}`;
+    let line = `${this.head(r)},"seq":${num(r.seq)}${this.sessionPart(r)}${this.decisionPart(r)},"decision_us":${num(r.decision_us)}${this.statementPart(r)}`;
     if (r.parameters !== undefined) line += `,"parameters":${safeJson(r.parameters)}`;
     if (r.parameters_omitted !== undefined) line += `,"parameters_omitted":${num(r.parameters_omitted)}`;
     if (r.outcome !== undefined) line += outcomePart(r.outcome);

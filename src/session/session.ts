@@ -292,6 +292,8 @@ export class ClientSession {
   private policyDecided = false;
   /** The text the last decide() decoded. */
   private lastSql = '';
+  /** Audit records this session made (each record's seq). */
+  private auditSeq = 0;
   /** Shared by this session's audit records (serialised, never mutated). */
   private auditIdentity: { name: string; method: string } | null = null;
   private auditClient: { addr: string; port: number } | null = null;
@@ -1199,7 +1201,7 @@ export class ClientSession {
     const auditIdentity = this.auditIdentity?.name === identity.name ? this.auditIdentity : (this.auditIdentity = { name: identity.name, method: identity.method });
     const client = (this.auditClient ??= { addr: this.clientAddr, port: this.clientPort });
     const revision = this.host.authorizer().revision;
-    return newRecord(event, Date.now(), this.id, this.host.workerId, auditIdentity, client, database, role, decision, rule, reason, revision, decisionUs, protocol, statementName, sql, command, tables, parameters);
+    return newRecord(event, Date.now(), ++this.auditSeq, this.id, this.host.workerId, auditIdentity, client, database, role, decision, rule, reason, revision, decisionUs, protocol, statementName, sql, command, tables, parameters);
   }
 
   private statementRecord(

@@ -24,6 +24,7 @@ interface Audit {
   rows?: number | null;
   outcome?: string;
   decision_us: number;
+  seq: number;
   session: string;
   worker: number;
   identity: { name: string; method: string };
@@ -137,6 +138,15 @@ describe('audit and metrics for a scripted workload', () => {
       assert.deepEqual(update?.parameters, [{ bytes: 1, text: 'x' }]);
       assert.equal(hostileRecord?.sql, hostile, 'the hostile text survives intact inside one JSON line');
       for (const r of records) assert.match(r.policy_revision, /^[0-9a-f]{16}$/);
+      // Each session numbers its records 1, 2, 3 … in the order it made them (connect first).
+      for (const name of ['reporting-svc', 'orders-svc']) {
+        const mine = records.filter((r) => r.identity.name === name);
+        assert.equal(mine[0]?.audit, 'connect');
+        assert.deepEqual(
+          mine.map((r) => r.seq),
+          mine.map((_, i) => i + 1),
+        );
+      }
       const raw = readFileSync(auditFile, 'utf8');
       assert.equal(raw.split('\n').filter((l) => l.length > 0).length, records.length, 'one record per line, no line broken');
       assert.ok(!raw.includes('\u2028'), 'U+2028 is escaped');

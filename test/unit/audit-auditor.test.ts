@@ -25,6 +25,7 @@ function rec(n: number, sql = `SELECT ${n}`): AuditRecord {
     audit: 'statement',
     time: new Date(0).toISOString(),
     unix_ms: 0,
+    seq: n,
     session: 's',
     worker: 0,
     identity: { name: 'u', method: 'scram-sha-256' },

@@ -13,6 +13,7 @@ function statementRecord(sql: string, extra: Partial<AuditRecord> = {}): AuditRe
     audit: 'statement',
     time: '2026-11-27T22:55:00.000Z',
     unix_ms: 1_795_820_100_000,
+    seq: 1,
     session: 's-1',
     worker: 0,
     identity: { name: 'orders-svc', method: 'scram-sha-256' },
@@ -119,6 +120,7 @@ const anyRecord: fc.Arbitrary<AuditRecord> = fc
     audit: fc.constantFrom('connect' as const, 'statement' as const),
     time: anyText,
     unix_ms: anyNumber,
+    seq: anyNumber,
     session: anyText,
     worker: anyNumber,
     identity: fc.record({ name: anyText, method: anyText }),
@@ -191,7 +193,7 @@ test('the formatter reuses a session\'s and a decision\'s formatted parts only w
   for (let i = 0; i < 3000; i++) check({ ...base(), session: `s-${i % 1500}`, rule: `rule-${i % 1100}`, sql: `SELECT ${i}` });
 });
 
-const RECORD_KEYS: ReadonlyArray<keyof AuditRecord> = ['audit', 'time', 'unix_ms', 'session', 'worker', 'identity', 'client', 'database', 'role', 'decision', 'rule', 'reason', 'policy_revision', 'decision_us', 'protocol', 'statement_name', 'sql', 'sql_truncated', 'sql_bytes', 'command', 'tables', 'tables_omitted', 'parameters', 'parameters_omitted', 'outcome', 'sqlstate', 'query_us', 'rows'];
+const RECORD_KEYS: ReadonlyArray<keyof AuditRecord> = ['audit', 'time', 'unix_ms', 'seq', 'session', 'worker', 'identity', 'client', 'database', 'role', 'decision', 'rule', 'reason', 'policy_revision', 'decision_us', 'protocol', 'statement_name', 'sql', 'sql_truncated', 'sql_bytes', 'command', 'tables', 'tables_omitted', 'parameters', 'parameters_omitted', 'outcome', 'sqlstate', 'query_us', 'rows'];
 
 /** The record with its keys in AuditRecord's order (what the reference text follows), undefined ones left out. */
 function inOrder(record: AuditRecord): AuditRecord {
@@ -327,7 +329,7 @@ test('the smallest queues the config allows still hold the largest record a clie
     assert.ok(budget > 0);
     const control = '\u0001'.repeat(8 * maxSqlBytes); // every character a 6-byte escape
     const record = newRecord(
-      'statement', Date.now(), 'a1b2c3d4-1', 0, { name: 'svc', method: 'jwt' }, { addr: '::ffff:10.0.0.1', port: 1 }, 'app', 'app_reader', 'allow', 'allow-read', 'app_reader (reader) may run SELECT', '0123456789abcdef', 10,
+      'statement', Date.now(), 1_000_000, 'a1b2c3d4-1', 0, { name: 'svc', method: 'jwt' }, { addr: '::ffff:10.0.0.1', port: 1 }, 'app', 'app_reader', 'allow', 'allow-read', 'app_reader (reader) may run SELECT', '0123456789abcdef', 10,
       'extended', 'stmt', control, 'SELECT',
       Array.from({ length: 20_000 }, () => '\u0002'.repeat(20)),
       Array.from({ length: 32_767 }, () => ({ bytes: 65536, text: '\u0003'.repeat(200), truncated: true as const })),

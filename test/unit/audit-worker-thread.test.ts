@@ -26,6 +26,7 @@ function record(n: number): AuditRecord {
     audit: 'statement',
     time: new Date(n).toISOString(),
     unix_ms: n,
+    seq: n,
     session: `w-${n}`,
     worker: 1,
     identity: { name: 'u', method: 'scram-sha-256' },
