@@ -705,12 +705,21 @@ export interface HttpSinkOptions {
   random?: () => number;
 }
 
+/** Retry-After (RFC 9110 §10.2.3) in ms: delay-seconds or an HTTP-date; 0 when absent or unreadable. */
+function retryAfter(value: string | string[] | undefined): number {
+  if (typeof value !== 'string') return 0;
+  const seconds = Number(value);
+  if (value.trim() !== '' && Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : 0;
+}
+
 /**
  * Batches lines and POSTs them as NDJSON (content-type application/x-ndjson)
  * with undici, one batch in flight (order is kept). A batch is sent when it
  * is full (records or bytes) or every flushIntervalMs. A connection error, a
  * timeout, 5xx, 408 or 429 retries the same batch after an exponential,
- * jittered backoff (Retry-After is honoured up to retryMaxMs); other answers
+ * jittered backoff (Retry-After, seconds or an HTTP-date, is honoured up to retryMaxMs); other answers
  * (4xx, 3xx) mean the collector will not take that batch: it is dropped
  * (counted) — unless keepRejected (fail-closed), when it is retried the same
  * way until taken. Any failure makes the sink unhealthy until a batch succeeds.
@@ -798,9 +807,7 @@ export class HttpSink extends SinkBase implements AuditSink {
       else {
         outcome = status >= 500 || status === 408 || status === 429 || this.options.keepRejected === true ? 'retry' : 'reject';
         error = `HTTP ${status}`;
-        const ra = res.headers['retry-after'];
-        const seconds = typeof ra === 'string' ? Number(ra) : Number.NaN;
-        if (Number.isFinite(seconds) && seconds > 0) retryAfterMs = seconds * 1000;
+        retryAfterMs = retryAfter(res.headers['retry-after']);
       }
     } catch (err) {
       outcome = 'retry';

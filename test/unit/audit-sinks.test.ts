@@ -1030,6 +1030,19 @@ test('http sink: Retry-After on 429 is honoured (up to retry_max_ms)', async () 
   await c.close();
 });
 
+test('http sink: a Retry-After HTTP-date is honoured too', async () => {
+  // HTTP-dates have whole seconds: two seconds ahead is at least one second's wait.
+  const c = await collector([503], { retryAfter: new Date(Date.now() + 2000).toUTCString() });
+  const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, retryInitialMs: 10, retryMaxMs: 5000 });
+  sink.write(line(0));
+  const t0 = Date.now();
+  await sink.flush();
+  await until(() => c.received.length === 1, 5000);
+  assert.ok(Date.now() - t0 >= 900, `waited ${Date.now() - t0} ms for the date`);
+  await sink.close();
+  await c.close();
+});
+
 test('http sink: close delivers what is queued, within the close timeout; a dead collector costs at most that', async () => {
   const c = await collector();
   const sink = new HttpSink({ url: c.url, ...HTTP_DEFAULTS, flushIntervalMs: 60_000 });
