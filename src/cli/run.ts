@@ -3,6 +3,7 @@
 
 import type { Logger } from 'pino';
 import { startAdminServer } from '../admin/server.ts';
+import { status, STATUS_PAGE, type StatusSource } from '../admin/status.ts';
 import { loadConfigFile, type Config } from '../config/config.ts';
 import { Supervisor } from '../workers/supervisor.ts';
 import { MetricsRegistry } from '../metrics/registry.ts';
@@ -24,6 +25,7 @@ export interface RunningProxy {
 }
 
 export async function runProxy(config: Config, log: Logger, logLevel: string): Promise<RunningProxy> {
+  const startedAt = Date.now();
   const policy = config.policy === null ? null : await loadPolicyBundle(config, log);
   const metrics = new MetricsRegistry({ defaultMetrics: config.metrics.defaultMetrics, maxRuleLabels: config.metrics.maxRuleLabels });
   metrics.setPolicyRevision(policy?.revision ?? null);
@@ -103,11 +105,22 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
   // Handlers first: a signal that arrives while workers start must still drain.
   await supervisor.start();
   reloader?.watch();
+  const statusSource: StatusSource = {
+    revision: () => reloader?.revision ?? null,
+    startedAt,
+    workers: () => metrics.workerStatus(),
+    recentDenials: () => metrics.recentDenials(),
+    audit: () => (auditHub === null ? null : { ...auditHub.stats(), sinkHealthy: auditHub.sinkHealthy }),
+  };
   await startAdminServer(config, log, {
     policyReady: () => config.policy === null || reloader?.revision !== null,
     auditReady: () => auditHub === null || auditHub.sinkHealthy || config.audit?.mode !== 'fail-closed',
     reload: (reason) => reloadAll(reason),
-    extra: new Map([['/metrics', async () => [200, metrics.contentType, await metrics.metrics()] as [number, string, string]]]),
+    extra: new Map<string, () => Promise<[number, string, string]>>([
+      ['/metrics', async () => [200, metrics.contentType, await metrics.metrics()]],
+      ['/status', () => Promise.resolve([200, 'application/json', `${JSON.stringify(status(statusSource))}\n`])],
+      ['/status.html', () => Promise.resolve([200, 'text/html; charset=utf-8', STATUS_PAGE])],
+    ]),
   });
   return { supervisor, reloader };
 }

@@ -15,8 +15,29 @@
 // the text format is prom-client's own.
 
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { metricDef, OTHER_LABEL, RELOAD_RESULTS, type MetricName } from './definitions.ts';
-import { WORKER_LAYOUT, WORKER_RULE_SLOTS, type FamilyLayout, type MetricsSnapshot } from './worker-counters.ts';
+import { CLIENT_STATES, metricDef, OTHER_LABEL, RELOAD_RESULTS, type MetricName } from './definitions.ts';
+import { WORKER_LAYOUT, WORKER_RULE_SLOTS, type FamilyLayout, type MetricsSnapshot, type RecentDenial } from './worker-counters.ts';
+
+/** Denials the main thread keeps for the status page (newest first). */
+export const STATUS_DENIALS = 50;
+
+/** What GET /status shows of the workers (from their latest snapshots). */
+export interface WorkerStatus {
+  worker: number;
+  connections: Record<(typeof CLIENT_STATES)[number], number>;
+  upstreamConnections: number;
+  auditQueue: number;
+}
+
+function workerGauge(name: string): FamilyLayout {
+  const f = WORKER_LAYOUT.byName.get(name);
+  if (f === undefined) throw new Error(`${name} is not a worker-scope metric`);
+  return f;
+}
+
+const CONNECTIONS = workerGauge('rolegate_client_connections');
+const UPSTREAM = workerGauge('rolegate_upstream_connections');
+const AUDIT_QUEUE = workerGauge('rolegate_audit_worker_queue_records');
 
 export interface MetricsRegistryOptions {
   /** prom-client's process_* and nodejs_* metrics (main thread only). Default true. */
@@ -69,6 +90,8 @@ export class MetricsRegistry {
   readonly contentType: string = Registry.PROMETHEUS_CONTENT_TYPE;
   private readonly registry: Registry = new Registry();
   private readonly live = new Map<number, MetricsSnapshot>();
+  /** Newest last; at most STATUS_DENIALS. */
+  private readonly denials: RecentDenial[] = [];
   private readonly base = new Map<string, Series>();
   private readonly rules = new Set<string>();
   private readonly maxRuleLabels: number;
@@ -164,7 +187,30 @@ export class MetricsRegistry {
       }
     }
     this.live.set(snapshot.workerId, snapshot);
+    if (Array.isArray(snapshot.denials)) {
+      this.denials.push(...snapshot.denials.slice(-STATUS_DENIALS));
+      if (this.denials.length > STATUS_DENIALS) this.denials.splice(0, this.denials.length - STATUS_DENIALS);
+    }
     return true;
+  }
+
+  /** The latest denials the workers reported, newest first (order between workers: by time). */
+  recentDenials(): RecentDenial[] {
+    return [...this.denials].sort((a, b) => b.unix_ms - a.unix_ms);
+  }
+
+  /** Each live worker's connections by state, upstream connections and audit queue, from its latest snapshot. */
+  workerStatus(): WorkerStatus[] {
+    return [...this.live.values()]
+      .sort((a, b) => a.workerId - b.workerId)
+      .map((s) => {
+        const connections = {} as WorkerStatus['connections'];
+        for (const state of CLIENT_STATES) {
+          const i = CONNECTIONS.indexes[0]?.get(state) as number;
+          connections[state] = s.values[CONNECTIONS.base + i * (CONNECTIONS.strides[0] as number)] as number;
+        }
+        return { worker: s.workerId, connections, upstreamConnections: s.values[UPSTREAM.base] as number, auditQueue: s.values[AUDIT_QUEUE.base] as number };
+      });
   }
 
   /** The worker exited: keep its counters in the base, drop its gauges. */

@@ -66,6 +66,22 @@ function buildLayout(): WorkerLayout {
 /** The one layout (identical in every thread: it depends only on definitions.ts). */
 export const WORKER_LAYOUT: WorkerLayout = buildLayout();
 
+/** A denial as the admin status page lists it. */
+export interface RecentDenial {
+  unix_ms: number;
+  worker: number;
+  session: string;
+  identity: string;
+  client: string;
+  kind: 'connect' | 'statement';
+  rule: string | null;
+  /** The statement's command tag (null: a connect, or text that did not parse). */
+  command: string | null;
+}
+
+/** Denials a worker keeps between two snapshots (the latest). */
+export const MAX_RECENT_DENIALS = 20;
+
 /** Worker → main, every snapshot interval. */
 export interface MetricsSnapshot {
   type: 'metrics';
@@ -76,6 +92,8 @@ export interface MetricsSnapshot {
   values: Float64Array;
   /** Per family name with an open label: the label values in slot order. */
   open: Record<string, string[]>;
+  /** Denials since the previous snapshot (the latest MAX_RECENT_DENIALS). */
+  denials: RecentDenial[];
 }
 
 function family(name: string): FamilyLayout {
@@ -100,6 +118,7 @@ export class WorkerMetrics {
   private readonly lastTotals = new Map<number, number>();
   /** Command tags seen → statements_total offset of (tag, allow, simple); bounded. */
   private readonly commandOffsets = new Map<string, number>();
+  private denials: RecentDenial[] = [];
 
   constructor(workerId: number) {
     this.workerId = workerId;
@@ -187,6 +206,12 @@ export class WorkerMetrics {
     (this.values[DENIALS.base + this.openIndex(DENIALS, rule)] as number) += 1;
   }
 
+  /** A denial for the status page (not on the allow path: denials are rare and already logged). */
+  noteDenial(denial: RecentDenial): void {
+    if (this.denials.length >= MAX_RECENT_DENIALS) this.denials.shift();
+    this.denials.push(denial);
+  }
+
   observeDecision(kind: 'connect' | 'statement', seconds: number): void {
     this.observe(DECISION.base + (kind === 'connect' ? 0 : (DECISION.strides[0] as number)), seconds, DECISION.def.buckets as readonly number[]);
   }
@@ -199,7 +224,9 @@ export class WorkerMetrics {
   snapshot(): MetricsSnapshot {
     const open: Record<string, string[]> = {};
     for (const [f, dict] of this.open) open[f.def.name] = [...dict.keys()];
-    return { type: 'metrics', workerId: this.workerId, incarnation: this.incarnation, seq: ++this.seq, values: this.values.slice(), open };
+    const denials = this.denials;
+    this.denials = [];
+    return { type: 'metrics', workerId: this.workerId, incarnation: this.incarnation, seq: ++this.seq, values: this.values.slice(), open, denials };
   }
 }
 

@@ -716,6 +716,7 @@ export class ClientSession {
     }
     if (!decision.allow || decision.role === null) {
       this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
+      this.host.metrics.noteDenial({ unix_ms: Date.now(), worker: this.host.workerId, session: this.id, identity: identity.name, client: input.client.addr, kind: 'connect', rule: decision.rule, command: null });
       return this.fatal('RG_CONNECT_DENIED', `connection refused by policy: ${decision.reason}`, `rule: ${decision.rule}`);
     }
     const role = decision.role;
@@ -1233,6 +1234,8 @@ export class ClientSession {
       record.outcome = 'not-run';
       this.host.audit.record(record);
     }
+    const identity = this.context?.identity.name ?? this.params.get('user') ?? '';
+    this.host.metrics.noteDenial({ unix_ms: Date.now(), worker: this.host.workerId, session: this.id, identity, client: this.clientAddr, kind: 'statement', rule: verdict.rule, command: denied.command ?? denied.facts?.command ?? null });
     const nonce = `rolegate_denied_${this.nonceBase}_${(++this.nonceSeq).toString(36)}`;
     const response = be.errorResponse({
       severity: 'ERROR',

@@ -375,6 +375,50 @@ describe('audit records of refusals and sessions', () => {
   });
 });
 
+describe('admin status', () => {
+  test('GET /status shows the revision, each worker\'s sessions, the audit sink and the latest denials (connect and statement); /status.html renders it', async () => {
+    await ensureDemoDatabase();
+    const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-audit-'));
+    const proxy = await startProxy(
+      demoConfig({ withPolicy: true, workers: 2, extra: `admin: { host: 127.0.0.1, port: 0 }\naudit: { sink: file, file: { path: ${JSON.stringify(path.join(dir, 'audit.log'))} } }\nmetrics: { snapshot_interval_ms: 100 }\n` }),
+    );
+    try {
+      const port = await adminPort(proxy);
+      const c = await connect(proxy.port, 'reporting-svc');
+      await assert.rejects(c.query('DELETE FROM audited'));
+      await assert.rejects(connect(proxy.port, 'reporting-svc', { options: '-c rolegate.role=app_admin' }));
+      interface StatusBody {
+        revision: string | null;
+        uptime_s: number;
+        workers: Array<{ worker: number; connections: Record<string, number>; upstreamConnections: number; auditQueue: number }>;
+        audit: { healthy: boolean; mode: string; written: number } | null;
+        recent_denials: Array<{ kind: string; identity: string; client: string; rule: string | null; command: string | null; session: string }>;
+      }
+      const body = await waitFor(async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/status`);
+        assert.equal(res.status, 200);
+        const b = (await res.json()) as StatusBody;
+        const relay = b.workers.reduce((n, w) => n + (w.connections['relay'] ?? 0), 0);
+        return b.recent_denials.length >= 2 && relay >= 1 ? b : null;
+      });
+      assert.match(body.revision ?? '', /^[0-9a-f]{16}$/);
+      assert.deepEqual(body.workers.map((w) => w.worker), [0, 1]);
+      assert.equal(body.audit?.healthy, true);
+      assert.equal(body.audit?.mode, 'fail-closed');
+      const [newest, older] = body.recent_denials;
+      assert.deepEqual([newest?.kind, newest?.identity, newest?.rule, newest?.command], ['connect', 'reporting-svc', 'role-not-allowed', null]);
+      assert.deepEqual([older?.kind, older?.identity, older?.rule, older?.command, older?.client], ['statement', 'reporting-svc', 'read-only-role', 'DELETE', '127.0.0.1']);
+      await c.end();
+      const page = await fetch(`http://127.0.0.1:${port}/status.html`);
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+      assert.match(await page.text(), /<title>rolegate status<\/title>[\s\S]*fetch\('\/status'/);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
 describe('audit sink failure', () => {
   // The audit file's directory is removed while the proxy runs: the next
   // rotation (max_bytes is small) cannot reopen the path, like a lost volume.

@@ -331,3 +331,33 @@ test('hot path: a counted statement is an indexed add (no allocation per call)',
   // Generous bound for a noisy 2-vCPU VM; measured ~20–40 ns for both calls together.
   assert.ok(ns < 1000, `${ns.toFixed(1)} ns per statement`);
 });
+
+test('status: a worker keeps its latest 20 denials per snapshot, the main thread the latest 50 of all workers, newest first; sessions by state from each worker\'s snapshot', () => {
+  const registry = new MetricsRegistry({ defaultMetrics: false });
+  const workers = [new WorkerMetrics(0), new WorkerMetrics(1)];
+  let t = 1_000;
+  for (let round = 0; round < 3; round++) {
+    for (const w of workers) {
+      for (let i = 0; i < 25; i++) w.noteDenial({ unix_ms: t++, worker: w.workerId, session: `s${w.workerId}`, identity: 'svc', client: '127.0.0.1', kind: 'statement', rule: `r${t}`, command: 'DELETE' });
+      const snapshot = w.snapshot();
+      assert.equal(snapshot.denials.length, 20, 'the latest 20 since the previous snapshot');
+      assert.equal(w.snapshot().denials.length, 0, 'each denial is sent once');
+      assert.ok(registry.acceptSnapshot(snapshot));
+    }
+  }
+  const recent = registry.recentDenials();
+  assert.equal(recent.length, 50);
+  assert.deepEqual(
+    recent.map((d) => d.unix_ms),
+    [...recent.map((d) => d.unix_ms)].sort((a, b) => b - a),
+  );
+  assert.equal(recent[0]?.unix_ms, t - 1, 'the newest first');
+  const relay = workers[1]!.handle('rolegate_client_connections', { state: 'relay' });
+  workers[1]!.set(relay, 3);
+  registry.acceptSnapshot(workers[1]!.snapshot());
+  const status = registry.workerStatus();
+  assert.deepEqual(status.map((s) => [s.worker, s.connections.relay, s.connections.startup]), [
+    [0, 0, 0],
+    [1, 3, 0],
+  ]);
+});

@@ -1,0 +1,104 @@
+// GET /status (JSON) and GET /status.html (a page that renders it every two
+// seconds) on the admin port: what an operator looks at first — the policy
+// revision, each worker's sessions by state, the audit sink, and the latest
+// denials with who, from where, which rule. Built from what the main thread
+// already holds (the workers' metrics snapshots, the audit hub): asking for
+// it costs the workers nothing.
+
+import type { AuditHubStats } from '../audit/main-side.ts';
+import type { WorkerStatus } from '../metrics/registry.ts';
+import type { RecentDenial } from '../metrics/worker-counters.ts';
+
+export interface StatusSource {
+  revision(): string | null;
+  startedAt: number;
+  workers(): WorkerStatus[];
+  recentDenials(): RecentDenial[];
+  audit(): (AuditHubStats & { sinkHealthy: boolean }) | null;
+}
+
+export interface Status {
+  revision: string | null;
+  started_at: string;
+  uptime_s: number;
+  workers: WorkerStatus[];
+  audit: { healthy: boolean; mode: string; written: number; dropped: number; queued: number; failures: number } | null;
+  recent_denials: RecentDenial[];
+}
+
+export function status(source: StatusSource, now = Date.now()): Status {
+  const audit = source.audit();
+  return {
+    revision: source.revision(),
+    started_at: new Date(source.startedAt).toISOString(),
+    uptime_s: Math.floor((now - source.startedAt) / 1000),
+    workers: source.workers(),
+    audit: audit === null ? null : { healthy: audit.sinkHealthy, mode: audit.mode, written: audit.written, dropped: audit.dropped, queued: audit.queued, failures: audit.failures },
+    recent_denials: source.recentDenials(),
+  };
+}
+
+/**
+ * The page: static HTML whose script fetches /status and renders it with
+ * textContent only (identities and rules come from clients and policies: no
+ * markup is ever built from them).
+ */
+export const STATUS_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>rolegate status</title>
+<style>
+body { font: 14px system-ui, sans-serif; margin: 1.5rem; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.75rem; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00020; font-weight: 600; }
+</style>
+</head>
+<body>
+<h1>rolegate</h1>
+<p id="summary">loading…</p>
+<h2>Workers</h2>
+<table id="workers"></table>
+<h2>Audit</h2>
+<p id="audit"></p>
+<h2>Recent denials</h2>
+<table id="denials"></table>
+<script>
+function row(table, cells, header) {
+  const tr = document.createElement('tr');
+  for (const c of cells) {
+    const td = document.createElement(header ? 'th' : 'td');
+    td.textContent = String(c);
+    if (!header && typeof c === 'number') td.className = 'n';
+    tr.appendChild(td);
+  }
+  table.appendChild(tr);
+}
+async function refresh() {
+  try {
+    const s = await (await fetch('/status', { cache: 'no-store' })).json();
+    document.getElementById('summary').textContent = 'policy revision ' + (s.revision ?? 'none') + ' · up ' + s.uptime_s + ' s since ' + s.started_at;
+    const w = document.getElementById('workers');
+    w.replaceChildren();
+    const states = s.workers.length > 0 ? Object.keys(s.workers[0].connections) : [];
+    row(w, ['worker', ...states, 'upstream', 'audit queue'], true);
+    for (const x of s.workers) row(w, [x.worker, ...states.map((k) => x.connections[k]), x.upstreamConnections, x.auditQueue]);
+    const a = document.getElementById('audit');
+    a.className = s.audit !== null && !s.audit.healthy ? 'bad' : '';
+    a.textContent = s.audit === null ? 'off' : (s.audit.healthy ? 'healthy' : 'FAILING') + ' · ' + s.audit.mode + ' · written ' + s.audit.written + ' · dropped ' + s.audit.dropped + ' · queued ' + s.audit.queued + ' · failures ' + s.audit.failures;
+    const d = document.getElementById('denials');
+    d.replaceChildren();
+    row(d, ['time', 'kind', 'identity', 'client', 'rule', 'command', 'worker', 'session'], true);
+    for (const x of s.recent_denials) row(d, [new Date(x.unix_ms).toISOString(), x.kind, x.identity, x.client, x.rule ?? '', x.command ?? '', x.worker, x.session]);
+  } catch (err) {
+    document.getElementById('summary').textContent = 'status unavailable: ' + err;
+  }
+}
+refresh();
+setInterval(refresh, 2000);
+</script>
+</body>
+</html>
+`;
