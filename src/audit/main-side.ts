@@ -65,6 +65,16 @@ export class AuditHub {
     this.sendTo(msg.workerId, { type: 'audit-ack', records: msg.records });
   }
 
+  /**
+   * A worker died without posting its last lines: count them as dropped. The
+   * number is its queue in its latest metrics snapshot (at most one snapshot
+   * interval old); records of statements still awaiting their answers there
+   * are not in it.
+   */
+  noteWorkerLost(records: number): void {
+    this.auditor.addWorkerDropped(records);
+  }
+
   /** A chunk written into a whole worker chunk buffer goes back to that worker when the sink is done with it; other (exact-size) chunks are not worth it. */
   private lease(workerId: number, chunk: Uint8Array): ChunkLease | null {
     const buffer = chunk.buffer;

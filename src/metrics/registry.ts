@@ -194,6 +194,12 @@ export class MetricsRegistry {
     return true;
   }
 
+  /** A live worker's audit queue in its latest snapshot (0 when none). */
+  workerAuditQueue(workerId: number): number {
+    const s = this.live.get(workerId);
+    return s === undefined ? 0 : (s.values[AUDIT_QUEUE.base] as number);
+  }
+
   /** The latest denials the workers reported, newest first (order between workers: by time). */
   recentDenials(): RecentDenial[] {
     return [...this.denials].sort((a, b) => b.unix_ms - a.unix_ms);

@@ -106,6 +106,8 @@ export class Supervisor {
       worker.on('exit', (code) => {
         if (slot.worker !== worker) return;
         slot.worker = null;
+        // Not a stop (where the worker posts its last lines): what it still held is lost.
+        if (!this.stopping) this.options.audit?.noteWorkerLost(this.options.metrics.workerAuditQueue(slot.id));
         this.options.metrics.workerExited(slot.id);
         slot.listening = false;
         this.drainedWaiters.get(slot.id)?.();
