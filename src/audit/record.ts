@@ -175,7 +175,7 @@ export function prepareRecord(record: AuditRecord, options: PrepareOptions): Aud
   if (budget === undefined) return record;
   const tables = record.tables;
   if (tables !== undefined) {
-    const keep = tablesWithin(tables, budget);
+    const keep = fitting(tables, budget, tableSize);
     if (keep < tables.length) {
       record.tables = tables.slice(0, keep);
       record.tables_omitted = tables.length - keep;
@@ -183,7 +183,7 @@ export function prepareRecord(record: AuditRecord, options: PrepareOptions): Aud
   }
   const params = record.parameters;
   if (params !== undefined) {
-    const keep = parametersWithin(params, budget);
+    const keep = fitting(params, budget, parameterSize);
     if (keep < params.length) {
       record.parameters = params.slice(0, keep);
       record.parameters_omitted = params.length - keep;
@@ -192,28 +192,19 @@ export function prepareRecord(record: AuditRecord, options: PrepareOptions): Aud
   return record;
 }
 
-/** How many of the first table names fit `budget` bytes of JSON at most (each character counted as a 6-byte escape). */
-function tablesWithin(tables: readonly string[], budget: number): number {
+/** How many of the first items fit `budget` bytes of JSON at most, `size` being an item's bound (with its comma). */
+function fitting<T>(items: readonly T[], budget: number, size: (item: T) => number): number {
   let used = 2;
-  for (let i = 0; i < tables.length; i++) {
-    used += 3 + 6 * (tables[i] as string).length;
+  for (let i = 0; i < items.length; i++) {
+    used += size(items[i] as T);
     if (used > budget) return i;
   }
-  return tables.length;
+  return items.length;
 }
 
-/** How many of the first parameters fit `budget` bytes of JSON at most (each character counted as a 6-byte escape). */
-function parametersWithin(params: readonly AuditParameter[], budget: number): number {
-  let used = 2;
-  for (let i = 0; i < params.length; i++) {
-    const p = params[i];
-    let size = 5;
-    if (p !== null && p !== undefined) size = 48 + 6 * (p.text?.length ?? 0) + (p.hex?.length ?? 0);
-    if (used + size > budget) return i;
-    used += size;
-  }
-  return params.length;
-}
+// Bounds of one entry's JSON, each character counted as a 6-byte escape.
+const tableSize = (name: string): number => 3 + 6 * name.length;
+const parameterSize = (p: AuditParameter): number => (p === null ? 5 : 48 + 6 * (p.text?.length ?? 0) + (p.hex?.length ?? 0));
 
 /**
  * Number of UTF-16 code units of `text` whose UTF-8 encoding fits in maxBytes,

@@ -16,7 +16,7 @@
 
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { CLIENT_STATES, metricDef, OTHER_LABEL, RELOAD_RESULTS, type MetricName } from './definitions.ts';
-import { WORKER_LAYOUT, WORKER_RULE_SLOTS, type FamilyLayout, type MetricsSnapshot, type RecentDenial } from './worker-counters.ts';
+import { family, WORKER_LAYOUT, WORKER_RULE_SLOTS, type FamilyLayout, type MetricsSnapshot, type RecentDenial } from './worker-counters.ts';
 
 /** Denials the main thread keeps for the status page (newest first). */
 export const STATUS_DENIALS = 50;
@@ -29,15 +29,9 @@ export interface WorkerStatus {
   auditQueue: number;
 }
 
-function workerGauge(name: string): FamilyLayout {
-  const f = WORKER_LAYOUT.byName.get(name);
-  if (f === undefined) throw new Error(`${name} is not a worker-scope metric`);
-  return f;
-}
-
-const CONNECTIONS = workerGauge('rolegate_client_connections');
-const UPSTREAM = workerGauge('rolegate_upstream_connections');
-const AUDIT_QUEUE = workerGauge('rolegate_audit_worker_queue_records');
+const CONNECTIONS = family('rolegate_client_connections');
+const UPSTREAM = family('rolegate_upstream_connections');
+const AUDIT_QUEUE = family('rolegate_audit_worker_queue_records');
 
 export interface MetricsRegistryOptions {
   /** prom-client's process_* and nodejs_* metrics (main thread only). Default true. */

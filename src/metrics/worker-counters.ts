@@ -96,7 +96,8 @@ export interface MetricsSnapshot {
   denials: RecentDenial[];
 }
 
-function family(name: string): FamilyLayout {
+/** The layout of a worker-scope family (throws for any other name). */
+export function family(name: string): FamilyLayout {
   const f = WORKER_LAYOUT.byName.get(name);
   if (f === undefined) throw new Error(`${name} is not a worker-scope metric`);
   return f;

@@ -296,7 +296,7 @@ export class ClientSession {
   private auditSeq = 0;
   /** Shared by this session's audit records (serialised, never mutated). */
   private auditIdentity: { name: string; method: string } | null = null;
-  private auditClient: { addr: string; port: number } | null = null;
+  private auditClientObject: { addr: string; port: number } | null = null;
 
   // Forward-run bookkeeping (one run per direction at a time; see flushRun()).
   private runBuf: Buffer | null = null;
@@ -711,7 +711,8 @@ export class ClientSession {
     const decisionUs = Math.round((performance.now() - t0) * 1000);
     this.host.metrics.observeDecision('connect', decisionUs / 1e6);
     if (audit.enabled) {
-      const record = this.auditRecord('connect', decision.allow && decision.role !== null ? 'allow' : 'deny', decision.rule, decision.reason, decisionUs, identity, decision.role, decision.database ?? database, undefined, undefined, undefined, undefined, undefined, undefined);
+      const verdict = decision.allow && decision.role !== null ? 'allow' : 'deny';
+      const record = newRecord('connect', Date.now(), ++this.auditSeq, this.id, this.host.workerId, this.auditIdentityOf(identity), this.auditClient(), decision.database ?? database, decision.role, verdict, decision.rule, decision.reason, authorizer.revision, decisionUs, undefined, undefined, undefined, undefined, undefined, undefined);
       audit.record(record);
     }
     if (!decision.allow || decision.role === null) {
@@ -1181,28 +1182,14 @@ export class ClientSession {
     if (r.audit !== undefined) this.host.audit.record(r as AuditRecord);
   }
 
-  /** A record of this session (record.ts newRecord: one shape for all). */
-  private auditRecord(
-    event: AuditRecord['audit'],
-    decision: 'allow' | 'deny',
-    rule: string | null,
-    reason: string | null,
-    decisionUs: number,
-    identity: IdentityInput,
-    role: string | null,
-    database: string,
-    // Statement records only (undefined in connect records):
-    protocol: 'simple' | 'extended' | undefined,
-    statementName: string | undefined,
-    sql: string | undefined,
-    command: string | null | undefined,
-    tables: string[] | undefined,
-    parameters: AuditParameter[] | undefined,
-  ): AuditRecord {
-    const auditIdentity = this.auditIdentity?.name === identity.name ? this.auditIdentity : (this.auditIdentity = { name: identity.name, method: identity.method });
-    const client = (this.auditClient ??= { addr: this.clientAddr, port: this.clientPort });
-    const revision = this.host.authorizer().revision;
-    return newRecord(event, Date.now(), ++this.auditSeq, this.id, this.host.workerId, auditIdentity, client, database, role, decision, rule, reason, revision, decisionUs, protocol, statementName, sql, command, tables, parameters);
+  /** The identity as this session's records share it (one object while the name holds). */
+  private auditClient(): AuditRecord['client'] {
+    return (this.auditClientObject ??= { addr: this.clientAddr, port: this.clientPort });
+  }
+
+  private auditIdentityOf(identity: IdentityInput): AuditRecord['identity'] {
+    if (this.auditIdentity?.name !== identity.name) this.auditIdentity = { name: identity.name, method: identity.method };
+    return this.auditIdentity;
   }
 
   private statementRecord(
@@ -1219,7 +1206,8 @@ export class ClientSession {
     const ctx = this.context;
     const identity: IdentityInput = ctx?.identity ?? { name: this.params.get('user') ?? '', method: 'scram-sha-256', claims: {}, cert: null };
     const tables = facts === null ? NO_TABLES : tableNames(facts.tables);
-    return this.auditRecord('statement', decision, rule, reason, decisionUs, identity, ctx?.role ?? null, ctx?.database ?? '', protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
+    const revision = this.host.authorizer().revision;
+    return newRecord('statement', Date.now(), ++this.auditSeq, this.id, this.host.workerId, this.auditIdentityOf(identity), this.auditClient(), ctx?.database ?? '', ctx?.role ?? null, decision, rule, reason, revision, decisionUs, protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
   }
 
   /**
