@@ -335,6 +335,20 @@ abstract class SinkBase {
     for (const w of waiters) w();
   }
 
+  /**
+   * Queue a chunk (`extra…`: what is in flight beside the queue counts
+   * against its bounds). What does not fit — all of it once closed — is
+   * dropped (counted); a chunk the queue does not take has its lease released.
+   * Returns the records taken.
+   */
+  protected enqueue(queue: ChunkQueue, data: Uint8Array, records: number, lease: ChunkLease | null, extraRecords = 0, extraBytes = 0): number {
+    let taken = 0;
+    if (this.closed) lease?.release();
+    else taken = queue.push(data, records, extraRecords, extraBytes, lease);
+    if (taken < records) this.drop(records - taken);
+    return taken;
+  }
+
   protected drop(n: number): void {
     this.dropped += n;
   }
@@ -388,8 +402,7 @@ export class StdoutSink extends SinkBase implements AuditSink {
       return false;
     }
     if (this.blocked) {
-      const taken = this.queue.push(data, records, 0, 0, lease);
-      if (taken < records) this.drop(records - taken);
+      const taken = this.enqueue(this.queue, data, records, lease);
       this.updateSaturation(this.queue);
       return taken === records;
     }
@@ -536,9 +549,7 @@ export class FileSink extends SinkBase implements AuditSink {
   }
 
   writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
-    if (this.closed) lease?.release();
-    const taken = this.closed ? 0 : this.queue.push(data, records, 0, 0, lease);
-    if (taken < records) this.drop(records - taken);
+    const taken = this.enqueue(this.queue, data, records, lease);
     this.updateSaturation(this.queue);
     if (taken > 0 && !this.pumping && this.retryTimer === null) void this.pump();
     return taken === records;
@@ -765,10 +776,8 @@ export class HttpSink extends SinkBase implements AuditSink {
   }
 
   writeChunk(data: Uint8Array, records: number, lease: ChunkLease | null = null): boolean {
-    if (this.closed) lease?.release();
     // The batch in flight counts against the bounds until it is delivered.
-    const taken = this.closed ? 0 : this.queue.push(data, records, this.inflightRecords, this.inflightBytes, lease);
-    if (taken < records) this.drop(records - taken);
+    const taken = this.enqueue(this.queue, data, records, lease, this.inflightRecords, this.inflightBytes);
     this.updateSaturation(this.queue, this.inflightRecords, this.inflightBytes);
     if (this.queue.length >= this.options.batchMaxRecords || this.queue.size >= this.options.batchMaxBytes) this.kick();
     return taken === records;
