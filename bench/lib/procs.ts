@@ -4,7 +4,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 
 /** Clock ticks per second of /proc/<pid>/stat utime/stime (sysconf(_SC_CLK_TCK); 100 on Linux x86-64 and arm64). */
 export const CLOCK_TICKS_PER_S = 100;
@@ -101,17 +100,7 @@ export function spawnTracked(command: string, args: string[], options: { env?: N
   };
 }
 
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freeLoopbackPort } from '../../src/cli/local-postgres.ts';
 
 /** Listening TCP sockets on 127.0.0.1:port, from /proc/net/tcp (one per reusePort listener). */
 export function listenerCount(port: number): number {

@@ -471,7 +471,8 @@ function socketPathBytes(socketDir: string, port: number): number {
   return Buffer.byteLength(`${socketDir}/.s.PGSQL.${port}`);
 }
 
-function freeLoopbackPort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 just now (bind :0, release). */
+export function freeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();

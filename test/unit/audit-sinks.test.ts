@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, test } from 'node:test';
 import { ChunkLease, ChunkQueue, FileSink, HttpSink, releaseChunks, StdoutSink } from '../../src/audit/sinks.ts';
+import { freeLoopbackPort } from '../../src/cli/local-postgres.ts';
 import { isErrorCode } from '../../src/errors.ts';
 
 const dirs: string[] = [];
@@ -957,10 +958,7 @@ test('http sink: backoff is capped and jittered (½ to 1 × the step)', async ()
 
 test('http sink: connection refused → unhealthy, queue bounded (drops counted); the collector comes back → recovers and delivers', async () => {
   // Find a free port, then keep it closed for a while.
-  const probe = http.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
+  const port = await freeLoopbackPort();
   const sink = new HttpSink({ url: `http://127.0.0.1:${port}/`, ...HTTP_DEFAULTS, maxQueuedRecords: 30, retryInitialMs: 20, retryMaxMs: 50 });
   for (let i = 0; i < 50; i++) sink.write(line(i));
   await until(() => sink.lastError !== null);
@@ -1168,10 +1166,7 @@ test('http sink lease: 5xx retries resend the same bytes from the sink\'s copy, 
 });
 
 test('http sink lease: a refused connection retries from the copy; the collector back gets every byte', async () => {
-  const probe = http.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const port = (probe.address() as AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
+  const port = await freeLoopbackPort();
   const sink = new HttpSink({ url: `http://127.0.0.1:${port}/`, ...HTTP_DEFAULTS, retryInitialMs: 20, retryMaxMs: 50 });
   const lines = [0, 1, 2, 3].map((i) => line(i));
   const data = chunkOf(lines);

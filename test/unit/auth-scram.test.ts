@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, createConnection, type Socket } from 'node:net';
+import { createConnection, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -19,6 +19,7 @@ import {
 } from '../../src/auth/scram.ts';
 import { deriveScramKeys, preparePassword, saslprep } from '../../src/auth/verifier.ts';
 import { md5PasswordMessage } from '../../src/auth/md5.ts';
+import { freeLoopbackPort } from '../../src/cli/local-postgres.ts';
 import { RolegateError } from '../../src/errors.ts';
 
 const MOCK_SEED = Buffer.from('0123456789abcdef0123456789abcdef');
@@ -621,7 +622,7 @@ describe('against a real PostgreSQL 15 cluster', { skip: pgAvailable ? false : '
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'rolegate-auth-pg-'));
     chownSync(dir, postgresId('-u'), postgresId('-g')); // initdb and postgres run as the postgres OS user
-    port = await freePort();
+    port = await freeLoopbackPort();
     const data = join(dir, 'data');
     execFileSync('runuser', ['-u', 'postgres', '--', join(PG_BIN, 'initdb'), '-D', data, '-E', 'UTF8', '--locale=C', '-U', 'postgres', '-A', 'trust'], { stdio: 'ignore' });
     writeFileSync(
@@ -696,18 +697,6 @@ describe('against a real PostgreSQL 15 cluster', { skip: pgAvailable ? false : '
 
 function postgresId(flag: '-u' | '-g'): number {
   return Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const found = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(found));
-    });
-  });
 }
 
 // A minimal frontend for the tests: StartupMessage, the authentication
