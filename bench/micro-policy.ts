@@ -9,7 +9,8 @@
 import { writeFile } from 'node:fs/promises';
 import { loadPolicy } from '@open-policy-agent/opa-wasm';
 import { buildPolicy, SHIPPED_POLICY_DIR } from '../src/policy/build.ts';
-import type { StatementFacts, StatementInput } from '../src/policy/contract.ts';
+import type { StatementInput } from '../src/policy/contract.ts';
+import type { StatementFacts } from '../src/sql/statement-facts.ts';
 import { compilePolicy, PolicyEngine } from '../src/policy/engine.ts';
 import { ensureOpa } from '../src/policy/opa-cli.ts';
 

@@ -13,7 +13,7 @@ import { RolegateError } from '../errors.ts';
 import { buildPolicy } from '../policy/build.ts';
 import { compilePolicy, PolicyEngine } from '../policy/engine.ts';
 import { ensureOpa } from '../policy/opa-cli.ts';
-import type { PolicyBundle } from '../workers/messages.ts';
+import type { PolicyBundle } from '../policy/engine.ts';
 import type { Supervisor } from '../workers/supervisor.ts';
 
 async function opaFor(policy: PolicyConfig, log: Logger): Promise<string> {

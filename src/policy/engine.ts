@@ -18,6 +18,16 @@ export interface PolicyArtifact {
   revision: string;
 }
 
+/** A compiled policy as it crosses threads: the module is compiled once in main. */
+export interface PolicyBundle extends PolicyArtifact {
+  /**
+   * The policy's Rego mentions `sql` (it may read input.statement.sql): then a
+   * statement decision is cached by the exact text; otherwise by the facts
+   * alone, so statements that differ only in literals share one decision.
+   */
+  readsStatementText: boolean;
+}
+
 /** Compiles the wasm of a built policy once; the result can be posted to worker threads. */
 export async function compilePolicy(built: BuiltPolicy): Promise<PolicyArtifact> {
   try {

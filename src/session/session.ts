@@ -18,7 +18,8 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { Config, RoleCredentials } from '../config/config.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
-import type { ConnectInput, IdentityInput, StatementFacts, TableFact } from '../policy/contract.ts';
+import type { ConnectInput, IdentityInput } from '../policy/contract.ts';
+import type { StatementFacts, TableFact } from '../sql/statement-facts.ts';
 import type { CertIdentitySource } from '../config/config.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
@@ -35,8 +36,8 @@ import { readBindParameters, auditParameters, type BoundParameter } from '../aud
 import { commandCompleteRows, newRecord, tableName, type AuditParameter, type AuditRecord } from '../audit/record.ts';
 import { StatementTracker, type TrackedExecution } from '../audit/statement-tracker.ts';
 import type { WorkerMetrics } from '../metrics/worker-counters.ts';
-import { notePrepared, SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from './authorizer.ts';
-import type { TimeSource } from './clock.ts';
+import { notePrepared, SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementVerdict } from '../decision/authorizer.ts';
+import type { TimeSource } from '../decision/clock.ts';
 
 export interface SessionLog {
   info(obj: object, msg: string): void;

@@ -11,7 +11,7 @@
 // parsing. Shape results are not put in the exact cache: re-deriving one costs
 // a scan, and a stream of one-off texts would evict texts that needed a parse.
 
-import type { StatementFacts } from '../policy/contract.ts';
+import type { StatementFacts } from './statement-facts.ts';
 import { parseShaped, parseStatements, soleStatementText, type ParsedStatement, type ParsedText } from './parser.ts';
 import { sqlShape } from './shape.ts';
 

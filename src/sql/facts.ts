@@ -50,7 +50,7 @@ import type {
   StatementFlags,
   TableAccess,
   TableFact,
-} from '../policy/contract.ts';
+} from './statement-facts.ts';
 import { commandTag } from './command-tag.ts';
 import { parameterName, truncateIdentifier } from './identifiers.ts';
 

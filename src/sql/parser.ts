@@ -3,7 +3,7 @@
 // DESIGN §2 step 3: this runs on a parse-cache miss, inline in the worker thread.
 
 import { hasSqlDetails, loadModule, parseSync, scanSync } from 'libpg-query';
-import type { StatementFacts } from '../policy/contract.ts';
+import type { StatementFacts } from './statement-facts.ts';
 import { ERRORS, describeThrown, type ErrorCode } from '../errors.ts';
 import { nodeNameOf, statementFacts } from './facts.ts';
 import { truncateIdentifier } from './identifiers.ts';

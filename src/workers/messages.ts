@@ -4,19 +4,7 @@
 import type { Config } from '../config/config.ts';
 import type { AuditBatchMessage, AuditControlMessage } from '../audit/worker-side.ts';
 import type { MetricsSnapshot } from '../metrics/worker-counters.ts';
-
-/** A compiled policy as it crosses threads: the module is compiled once in main. */
-export interface PolicyBundle {
-  module: WebAssembly.Module;
-  data: unknown;
-  revision: string;
-  /**
-   * The policy's Rego mentions `sql` (it may read input.statement.sql): then a
-   * statement decision is cached by the exact text; otherwise by the facts
-   * alone, so statements that differ only in literals share one decision.
-   */
-  readsStatementText: boolean;
-}
+import type { PolicyBundle } from '../policy/engine.ts';
 
 export interface WorkerData {
   workerId: number;

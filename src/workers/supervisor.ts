@@ -9,7 +9,8 @@ import type { Config } from '../config/config.ts';
 import { RolegateError } from '../errors.ts';
 import type { AuditHub } from '../audit/main-side.ts';
 import type { MetricsRegistry } from '../metrics/registry.ts';
-import type { MainToWorker, PolicyBundle, WorkerData, WorkerToMain } from './messages.ts';
+import type { PolicyBundle } from '../policy/engine.ts';
+import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
 
 export type WorkerStats = Extract<WorkerToMain, { type: 'stats' }>;
 

@@ -6,9 +6,9 @@ import { before, describe, test } from 'node:test';
 import { buildPolicy, SHIPPED_POLICY_DIR } from '../../src/policy/build.ts';
 import { compilePolicy, PolicyEngine } from '../../src/policy/engine.ts';
 import { ensureOpa } from '../../src/policy/opa-cli.ts';
-import { SessionSqlState, type SessionContext } from '../../src/session/authorizer.ts';
-import { TimeSource, type Clock } from '../../src/session/clock.ts';
-import { PolicyAuthorizer } from '../../src/session/policy-authorizer.ts';
+import { SessionSqlState, type SessionContext } from '../../src/decision/authorizer.ts';
+import { TimeSource, type Clock } from '../../src/decision/clock.ts';
+import { PolicyAuthorizer } from '../../src/decision/policy-authorizer.ts';
 import { FactsCache } from '../../src/sql/facts-cache.ts';
 import { initParser } from '../../src/sql/parser.ts';
 

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
-import type { StatementFacts } from '../../src/policy/contract.ts';
+import type { StatementFacts } from '../../src/sql/statement-facts.ts';
 import { initParser, parseStatements, type ParsedStatement } from '../../src/sql/parser.ts';
 
 before(async () => {

@@ -2,7 +2,8 @@
 // (no policy configured) or the Rego policy (policy-authorizer.ts). A session
 // calls it synchronously on the hot path; implementations must not block or throw.
 
-import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementDecision, StatementFacts } from '../policy/contract.ts';
+import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementDecision } from '../policy/contract.ts';
+import type { StatementFacts } from '../sql/statement-facts.ts';
 import type { ParsedStatement } from '../sql/parser.ts';
 
 /** What a session knows about itself once the connect decision is made. */

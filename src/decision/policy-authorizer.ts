@@ -7,7 +7,8 @@
 // of the text. The policy revision is not in the key: a reload builds a new
 // PolicyAuthorizer with an empty decision cache (the facts cache is shared).
 
-import type { ConnectDecision, ConnectInput, StatementDecision, StatementFacts, StatementInput } from '../policy/contract.ts';
+import type { ConnectDecision, ConnectInput, StatementDecision, StatementInput } from '../policy/contract.ts';
+import type { StatementFacts } from '../sql/statement-facts.ts';
 import type { PolicyEngine } from '../policy/engine.ts';
 import { factsTemplate, type FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedStatement, ParsedText } from '../sql/parser.ts';

@@ -6,14 +6,18 @@ import type { Config } from '../config/config.ts';
 import { PolicyEngine } from '../policy/engine.ts';
 import type { FactsCache } from '../sql/facts-cache.ts';
 import { initParser } from '../sql/parser.ts';
-import type { Authorizer } from '../session/authorizer.ts';
-import type { TimeSource } from '../session/clock.ts';
-import { PolicyAuthorizer } from '../session/policy-authorizer.ts';
-import type { SessionLog } from '../session/session.ts';
-import { StaticAuthorizer } from '../session/static-authorizer.ts';
-import type { PolicyBundle } from './messages.ts';
+import type { Authorizer } from './authorizer.ts';
+import type { TimeSource } from './clock.ts';
+import { PolicyAuthorizer } from './policy-authorizer.ts';
+import { StaticAuthorizer } from './static-authorizer.ts';
+import type { PolicyBundle } from '../policy/engine.ts';
 
-export async function createAuthorizer(config: Config, policy: PolicyBundle | null, log: SessionLog, time: TimeSource, facts: FactsCache): Promise<Authorizer> {
+/** Where evaluation failures are reported (the worker's logger). */
+export interface DecisionLog {
+  warn(obj: object, msg: string): void;
+}
+
+export async function createAuthorizer(config: Config, policy: PolicyBundle | null, log: DecisionLog, time: TimeSource, facts: FactsCache): Promise<Authorizer> {
   if (policy === null) return new StaticAuthorizer(config);
   await initParser();
   const engine = await PolicyEngine.create(policy, {
