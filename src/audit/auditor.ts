@@ -12,10 +12,10 @@
 //                and counted (rolegate_audit_records_dropped_total). Default for
 //                stdout and http.
 
-import type { AuditSink, AuditSinkKind, AuditSinkStats, ChunkLease } from './sinks.ts';
-import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode, type PrepareOptions } from './record.ts';
+import type { AuditMode, ParameterMode } from '../config/config.ts';
+import type { AuditSink, AuditSinkStats, ChunkLease } from './sinks.ts';
+import { formatRecord, prepareRecord, type AuditRecord, type PrepareOptions } from './record.ts';
 
-export type AuditMode = 'fail-closed' | 'best-effort';
 
 export interface AuditorOptions {
   mode: AuditMode;
@@ -26,21 +26,6 @@ export interface AuditorOptions {
   maxParameterBytes?: number;
   /** A record's table and parameter lists are each cut to this many bytes of JSON (auditListBudget() in setup.ts); default: no bound. */
   maxListBytes?: number;
-}
-
-/** The default mode of each sink kind when audit.mode is not set. */
-export function defaultAuditMode(sink: AuditSinkKind): AuditMode {
-  switch (sink) {
-    case 'file':
-      return 'fail-closed';
-    case 'stdout':
-    case 'http':
-      return 'best-effort';
-    default: {
-      const unreachable: never = sink;
-      return unreachable;
-    }
-  }
 }
 
 /** What a session needs, in either thread. Implementations never throw and never block. */

@@ -7,7 +7,8 @@
 //   int16 nResultFormats, int16 resultFormat[…]
 
 import { isUtf8 } from 'node:buffer';
-import type { AuditParameter, ParameterMode } from './record.ts';
+import type { AuditParameter } from './record.ts';
+import type { ParameterMode } from '../config/config.ts';
 import { utf8PrefixLength } from './record.ts';
 
 export interface BoundParameter {

@@ -1,4 +1,5 @@
-// The audit record: one JSON line per decision (docs: DESIGN §1, issue 6).
+// The audit record: one JSON line per decision (fields, and when each record is
+// written: docs/audit.md).
 // A record is built by the session in its worker thread, prepared (SQL text
 // truncated) and formatted there, and only the finished line crosses to the
 // main thread's sink. The line must stay one line whatever the SQL text,
@@ -6,7 +7,6 @@
 
 export type AuditEvent = 'connect' | 'statement';
 export type AuditDecision = 'allow' | 'deny';
-export type ParameterMode = 'off' | 'redacted' | 'full';
 
 /**
  * What became of an allowed statement, from the server's answer:

@@ -1,25 +1,12 @@
-// The validated audit: config section (see the integration note in the issue
-// for the YAML keys) and the factories that turn it into the main thread's
-// AuditHub and a worker's WorkerAuditor.
+// The factories that turn the validated audit: config section (AuditConfig,
+// owned by config/config.ts; YAML keys in docs/audit.md) into the main
+// thread's AuditHub and a worker's WorkerAuditor.
 
+import type { AuditConfig } from '../config/config.ts';
 import { AuditHub, type SendToWorker } from './main-side.ts';
-import { Auditor, type AuditMode } from './auditor.ts';
-import { FileSink, HttpSink, StdoutSink, type AuditSink, type AuditSinkKind, type FileSinkOptions, type HttpSinkOptions, type StdoutSinkOptions } from './sinks.ts';
-import type { ParameterMode } from './record.ts';
+import { Auditor } from './auditor.ts';
+import { FileSink, HttpSink, StdoutSink, type AuditSink } from './sinks.ts';
 import { WorkerAuditor, type AuditControlMessage, type AuditHealth, type AuditPost } from './worker-side.ts';
-
-export interface AuditConfig {
-  sink: AuditSinkKind;
-  mode: AuditMode;
-  maxSqlBytes: number;
-  parameters: ParameterMode;
-  maxParameterBytes: number;
-  worker: { bufferRecords: number; bufferBytes: number; batchRecords: number; flushIntervalMs: number };
-  // The sinks' own option types, less what only code (not config) sets.
-  stdout: Omit<StdoutSinkOptions, 'stream'>;
-  file: Omit<FileSinkOptions, 'mode'> | null;
-  http: (Omit<HttpSinkOptions, 'headers' | 'closeTimeoutMs' | 'keepRejected' | 'random'> & { headers: Readonly<Record<string, string>> }) | null;
-}
 
 /**
  * The bound on each of a record's two client-made lists, tables and bound

@@ -63,8 +63,6 @@ export interface AuditSink {
   stats(): AuditSinkStats;
 }
 
-export type AuditSinkKind = 'stdout' | 'file' | 'http';
-
 // ------------------------------------------------------------ shared parts
 
 const NEWLINE = 0x0a; // '\n'

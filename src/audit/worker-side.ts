@@ -23,8 +23,9 @@
 // broadcasts every change (AuditHealthMessage). Until the first one arrives
 // the health is 'unknown', which counts as healthy only in best-effort mode.
 
-import { formatRecord, prepareRecord, type AuditRecord, type ParameterMode, type PrepareOptions } from './record.ts';
-import type { AuditMode, AuditorOptions, AuditRecorder } from './auditor.ts';
+import { formatRecord, prepareRecord, type AuditRecord, type PrepareOptions } from './record.ts';
+import type { AuditorOptions, AuditRecorder } from './auditor.ts';
+import type { AuditMode, ParameterMode } from '../config/config.ts';
 
 export type AuditHealth = 'healthy' | 'unhealthy' | 'unknown';
 

@@ -24,6 +24,7 @@
 
 import { createLocalJWKSet, jwtVerify, type CryptoKey, type JWTPayload, type JWTVerifyOptions } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
+import { ASYMMETRIC_JWS_ALGORITHMS } from '../config/config.ts';
 import { describeThrown, RolegateError } from '../errors.ts';
 
 export interface JwtConfig {
@@ -55,11 +56,6 @@ export const JWT_DEFAULTS = Object.freeze({
   jwksTimeoutMs: 5000,
   minRefreshIntervalMs: 10_000,
 });
-
-/** Every asymmetric JWS algorithm jose verifies with a public key from a JWKS. */
-export const ASYMMETRIC_JWS_ALGORITHMS: readonly string[] = Object.freeze([
-  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
-]);
 
 export type JwtErrorCode = 'RG_JWT_INVALID' | 'RG_JWKS_UNAVAILABLE';
 

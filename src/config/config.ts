@@ -7,10 +7,7 @@ import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { isMap, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import { RolegateError } from '../errors.ts';
-import { ASYMMETRIC_JWS_ALGORITHMS } from '../auth/jwt.ts';
-import { parseCidr } from '../protocol/proxy-protocol.ts';
-import type { AuditConfig } from '../audit/setup.ts';
-import { defaultAuditMode } from '../audit/auditor.ts';
+import { parseCidr } from './ip-address.ts';
 
 export interface RoleCredentials {
   /** Resolved secret; null means the upstream trusts this role (no password). */
@@ -75,6 +72,11 @@ export interface JwtAuthConfig {
   minRefreshIntervalMs: number;
 }
 
+/** Every asymmetric JWS algorithm jose verifies with a public key from a JWKS: the only values auth.jwt.algorithms accepts. */
+export const ASYMMETRIC_JWS_ALGORITHMS: readonly string[] = Object.freeze([
+  'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519',
+]);
+
 export interface AuthConfig {
   /** A verified client certificate is the identity (no password); null = certificates are not an auth method. */
   cert: { identity: CertIdentitySource } | null;
@@ -87,6 +89,80 @@ export interface ProxyProtocolConfig {
   trustedCidrs: readonly string[];
   /** Connections from trusted addresses must start with a PROXY header. */
   required: boolean;
+}
+
+export type AuditSinkKind = 'stdout' | 'file' | 'http';
+
+/**
+ * fail-closed: a statement (and a connection) is refused while its record
+ * cannot be written. best-effort: statements go on; such records are dropped
+ * and counted.
+ */
+export type AuditMode = 'fail-closed' | 'best-effort';
+
+/** audit.parameters: what a record holds of bound parameters — nothing, their sizes (redacted), or their values cut to maxParameterBytes (full). */
+export type ParameterMode = 'off' | 'redacted' | 'full';
+
+/** The default mode of each sink kind when audit.mode is not set. */
+export function defaultAuditMode(sink: AuditSinkKind): AuditMode {
+  switch (sink) {
+    case 'file':
+      return 'fail-closed';
+    case 'stdout':
+    case 'http':
+      return 'best-effort';
+    default: {
+      const unreachable: never = sink;
+      return unreachable;
+    }
+  }
+}
+
+/** audit.stdout: the sink's queue bounds. */
+export interface AuditStdoutConfig {
+  maxQueuedRecords: number;
+  maxQueuedBytes: number;
+}
+
+/** audit.file: path, size-based rotation, queue bounds and the retry interval after a failed write. */
+export interface AuditFileConfig {
+  path: string;
+  /** Rotate before a write would take the file past this size. */
+  maxBytes: number;
+  /** Rotated files kept (path.1 … path.<keep>). */
+  keep: number;
+  maxQueuedRecords: number;
+  maxQueuedBytes: number;
+  retryMs: number;
+}
+
+/** audit.http: NDJSON batches POSTed to url. */
+export interface AuditHttpConfig {
+  url: string;
+  /** Lower-case header names; values from headers and headers_env. */
+  headers: Readonly<Record<string, string>>;
+  batchMaxRecords: number;
+  batchMaxBytes: number;
+  flushIntervalMs: number;
+  timeoutMs: number;
+  maxQueuedRecords: number;
+  maxQueuedBytes: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+}
+
+export interface AuditConfig {
+  sink: AuditSinkKind;
+  mode: AuditMode;
+  maxSqlBytes: number;
+  parameters: ParameterMode;
+  maxParameterBytes: number;
+  worker: { bufferRecords: number; bufferBytes: number; batchRecords: number; flushIntervalMs: number };
+  stdout: AuditStdoutConfig;
+  /** Set when the audit: section has a file: key (required for sink: file). */
+  file: AuditFileConfig | null;
+  /** Set when the audit: section has an http: key (required for sink: http). */
+  http: AuditHttpConfig | null;
 }
 
 export interface Config {

@@ -18,7 +18,7 @@ import { ClientSession, randomSecretKey, type SessionHost } from '../session/ses
 import { FactsCache } from '../sql/facts-cache.ts';
 import { WelcomeCache } from '../upstream/welcome.ts';
 import { JwtVerifier } from '../auth/jwt.ts';
-import { cidrContains, parseCidr, type Cidr } from '../protocol/proxy-protocol.ts';
+import { cidrContains, parseCidr, type Cidr } from '../config/ip-address.ts';
 import { createAuthorizer } from '../decision/authorizer-factory.ts';
 import { NO_AUDIT } from '../audit/auditor.ts';
 import { createWorkerAuditor } from '../audit/setup.ts';

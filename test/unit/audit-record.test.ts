@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import fc from 'fast-check';
 import { auditParameters, readBindParameters } from '../../src/audit/parameters.ts';
 import { commandCompleteRows, formatRecord, newRecord, parseCommandTag, prepareRecord, RecordFormatter, tableName, utf8PrefixLength, type AuditRecord } from '../../src/audit/record.ts';
-import { auditListBudget, type AuditConfig } from '../../src/audit/setup.ts';
+import type { AuditConfig } from '../../src/config/config.ts';
+import { auditListBudget } from '../../src/audit/setup.ts';
 
 function statementRecord(sql: string, extra: Partial<AuditRecord> = {}): AuditRecord {
   return {

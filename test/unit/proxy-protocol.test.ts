@@ -2,15 +2,13 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SocketAddress } from 'node:net';
 import fc from 'fast-check';
+import { canonicalIp, cidrContains, parseCidr } from '../../src/config/ip-address.ts';
 import {
   PROXY_V1_MAX_BYTES,
   PROXY_V2_MAX_BYTES,
   PROXY_V2_SIGNATURE,
   Pp2Type,
-  canonicalIp,
-  cidrContains,
   crc32c,
-  parseCidr,
   parseProxyHeader,
   type ProxyParse,
 } from '../../src/protocol/proxy-protocol.ts';
