@@ -2,7 +2,7 @@
 // and small decoders for the upstream messages it has to look inside.
 // Everything else from the upstream is relayed byte-exact and never re-encoded.
 
-import { AuthCode, Backend } from './constants.ts';
+import { AuthCode, Backend, TxStatus } from './constants.ts';
 
 export type Severity = 'ERROR' | 'FATAL' | 'PANIC' | 'WARNING' | 'NOTICE' | 'DEBUG' | 'INFO' | 'LOG';
 
@@ -129,4 +129,70 @@ export function decodeParameterStatus(body: Buffer): { name: string; value: stri
   const valueEnd = body.indexOf(0, nameEnd + 1);
   if (valueEnd < 0) return null;
   return { name: body.toString('utf8', 0, nameEnd), value: body.toString('utf8', nameEnd + 1, valueEnd) };
+}
+
+// ---- the upstream login ("Start-up" in the protocol's message flow section) ----
+// Decoders for what rolegate reads while it logs in upstream. Each takes a
+// message body (after type and length) and never throws: malformed input gives
+// an 'invalid' result or null, and the caller ends the login.
+
+/** An Authentication ('R') request, by its int32 sub-code ("AuthenticationXXX" in "Message Formats"). */
+export type AuthenticationRequest =
+  | { kind: 'ok' }
+  | { kind: 'cleartext-password' }
+  | { kind: 'md5-password'; salt: Buffer }
+  | { kind: 'sasl'; mechanisms: string[] }
+  | { kind: 'sasl-continue'; data: Buffer }
+  | { kind: 'sasl-final'; data: Buffer }
+  /** A method rolegate does not speak (Kerberos 2, GSS 7, GSSContinue 8, SSPI 9, …). */
+  | { kind: 'unsupported'; code: number }
+  | { kind: 'invalid'; reason: string };
+
+export function decodeAuthentication(body: Buffer): AuthenticationRequest {
+  if (body.length < 4) return { kind: 'invalid', reason: 'Authentication message shorter than its code' };
+  const code = body.readInt32BE(0);
+  switch (code) {
+    case AuthCode.Ok:
+      return body.length === 4 ? { kind: 'ok' } : { kind: 'invalid', reason: 'AuthenticationOk with a body' };
+    case AuthCode.CleartextPassword:
+      return body.length === 4 ? { kind: 'cleartext-password' } : { kind: 'invalid', reason: 'AuthenticationCleartextPassword with a body' };
+    case AuthCode.MD5Password:
+      // A copy: the salt outlives the chunk it arrived in.
+      return body.length === 8 ? { kind: 'md5-password', salt: Buffer.from(body.subarray(4, 8)) } : { kind: 'invalid', reason: 'AuthenticationMD5Password salt is not 4 bytes' };
+    case AuthCode.SASL: {
+      // Mechanism names, each NUL-terminated, then an empty name ending the body.
+      const mechanisms: string[] = [];
+      let pos = 4;
+      for (;;) {
+        const nul = body.indexOf(0, pos);
+        if (nul < 0) return { kind: 'invalid', reason: 'AuthenticationSASL mechanism list is not terminated' };
+        if (nul === pos) break;
+        mechanisms.push(body.toString('utf8', pos, nul));
+        pos = nul + 1;
+      }
+      if (pos + 1 !== body.length) return { kind: 'invalid', reason: 'AuthenticationSASL has bytes after its mechanism list' };
+      return { kind: 'sasl', mechanisms };
+    }
+    case AuthCode.SASLContinue:
+      return { kind: 'sasl-continue', data: Buffer.from(body.subarray(4)) };
+    case AuthCode.SASLFinal:
+      return { kind: 'sasl-final', data: Buffer.from(body.subarray(4)) };
+    default:
+      return { kind: 'unsupported', code };
+  }
+}
+
+/** BackendKeyData ('K'): process id and secret key, or null unless the body is exactly two int32s (protocol 3.0). */
+export function decodeBackendKeyData(body: Buffer): { processId: number; secretKey: number } | null {
+  if (body.length !== 8) return null;
+  return { processId: body.readInt32BE(0), secretKey: body.readInt32BE(4) };
+}
+
+export type TxStatusByte = (typeof TxStatus)[keyof typeof TxStatus];
+
+/** ReadyForQuery ('Z'): the transaction status byte ('I', 'T' or 'E'), or null for anything else. */
+export function decodeReadyForQuery(body: Buffer): TxStatusByte | null {
+  if (body.length !== 1) return null;
+  const status = body[0];
+  return status === TxStatus.Idle || status === TxStatus.InTransaction || status === TxStatus.Failed ? status : null;
 }

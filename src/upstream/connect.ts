@@ -1,20 +1,22 @@
 // Opens one upstream connection as the mapped role, with credentials only the
-// proxy holds, and runs the startup phase to the first ReadyForQuery.
-// pg-protocol parses the upstream's startup-phase messages and serializes ours;
-// after ReadyForQuery the socket is handed to the session for byte relay and
-// pg-protocol is no longer involved (its parser decodes every field to strings
-// and has no size cap: not for the relay path).
+// proxy holds, and runs the startup phase to the first ReadyForQuery. Our own
+// Framer cuts the upstream's messages (size-capped: nothing in a login is
+// large) and protocol/backend.ts decodes them; protocol/frontend-encode.ts
+// writes ours. After ReadyForQuery the socket, and any bytes that came after
+// it, go to the session for byte relay.
 
 import net from 'node:net';
 import tls from 'node:tls';
 import type { UpstreamTlsConfig } from '../config/config.ts';
-import { serialize } from 'pg-protocol';
-import type { BackendMessage } from 'pg-protocol/dist/messages.js';
-import { Parser } from 'pg-protocol/dist/parser.js';
 import { md5PasswordMessage } from '../auth/md5.ts';
 import { ScramClientExchange, type SaltedPasswordCache } from '../auth/scram.ts';
 import { RolegateError } from '../errors.ts';
-import { StartupCode } from '../protocol/constants.ts';
+import { decodeAuthentication, decodeBackendKeyData, decodeErrorFields, decodeParameterStatus, decodeReadyForQuery } from '../protocol/backend.ts';
+import { Backend } from '../protocol/constants.ts';
+import { FrameEvent, Framer } from '../protocol/framer.ts';
+import * as encode from '../protocol/frontend-encode.ts';
+
+export { cancelRequest } from '../protocol/frontend-encode.ts';
 
 export interface UpstreamTarget {
   host: string;
@@ -34,65 +36,76 @@ export interface UpstreamLogin {
 
 export interface UpstreamReady {
   socket: net.Socket;
-  /** ParameterStatus messages in arrival order, raw bytes to relay to the client. */
+  /** ParameterStatus values in arrival order. */
   parameterStatus: Map<string, string>;
   processId: number;
   secretKey: number;
   txStatus: number;
+  /**
+   * Bytes the upstream sent after ReadyForQuery in the same read (usually
+   * none; a NotificationResponse or ParameterStatus may follow). They come
+   * before anything the socket emits later: relay them first.
+   */
+  rest: Buffer;
 }
 
 /**
  * Parameters pinned on every upstream session: the SQL parser in the proxy reads
  * UTF-8 with standard-conforming strings; the server must read the same bytes
- * the same way (see LIBRARY-NOTES "Parser differentials").
+ * the same way. With standard_conforming_strings=off or a client_encoding such
+ * as SJIS the server reads string literals differently from the proxy, and a
+ * statement the proxy never saw could run.
  */
 export const PINNED_PARAMETERS: ReadonlyMap<string, string> = new Map([
   ['client_encoding', 'UTF8'],
   ['standard_conforming_strings', 'on'],
 ]);
 
-function startupMessage(login: UpstreamLogin): Buffer {
-  // Built by hand rather than with serialize.startup(), which appends its own
-  // client_encoding after ours.
-  const parts: string[] = ['user', login.user, 'database', login.database];
-  for (const [k, v] of login.parameters) parts.push(k, v);
-  for (const [k, v] of PINNED_PARAMETERS) parts.push(k, v);
-  const body = Buffer.from(parts.join('\0') + '\0\0', 'utf8');
-  const out = Buffer.allocUnsafe(8 + body.length);
-  out.writeInt32BE(8 + body.length, 0);
-  out.writeInt32BE(StartupCode.Protocol3, 4);
-  body.copy(out, 8);
-  return out;
-}
+/**
+ * No message of a login comes near this (ParameterStatus, authentication, an
+ * ErrorResponse): a bigger length field means the stream is not what it seems.
+ */
+export const LOGIN_MAX_MESSAGE_BYTES = 64 * 1024;
 
-const SSL_REQUEST = Buffer.alloc(8);
-SSL_REQUEST.writeInt32BE(8, 0);
-SSL_REQUEST.writeInt32BE(StartupCode.SSLRequest, 4);
-
-export function cancelRequest(processId: number, secretKey: number): Buffer {
-  const out = Buffer.allocUnsafe(16);
-  out.writeInt32BE(16, 0);
-  out.writeInt32BE(StartupCode.CancelRequest, 4);
-  out.writeInt32BE(processId, 8);
-  out.writeInt32BE(secretKey, 12);
-  return out;
+/** user, database, the caller's parameters, then the pinned ones (later entries win in the server). */
+function startupParameters(login: UpstreamLogin): Map<string, string> {
+  const params = new Map<string, string>([
+    ['user', login.user],
+    ['database', login.database],
+  ]);
+  for (const [k, v] of login.parameters) params.set(k, v);
+  for (const [k, v] of PINNED_PARAMETERS) params.set(k, v);
+  return params;
 }
 
 /** Send a CancelRequest to the upstream (fire and forget; errors are reported, never thrown). */
 export function sendUpstreamCancel(target: UpstreamTarget, processId: number, secretKey: number, onError: (err: Error) => void): void {
   const socket = net.connect({ host: target.host, port: target.port });
   socket.setTimeout(target.connectTimeoutMs, () => socket.destroy(new Error('cancel request timed out')));
-  socket.on('connect', () => socket.end(cancelRequest(processId, secretKey)));
+  socket.on('connect', () => socket.end(encode.cancelRequest(processId, secretKey)));
   socket.on('error', onError);
   socket.on('data', () => {});
 }
 
+/** Name of a backend message type for log messages ("DataRow"), or its code for an unknown type. */
+function backendName(type: number): string {
+  for (const [name, code] of Object.entries(Backend)) if (code === type) return name;
+  return `type 0x${type.toString(16).padStart(2, '0')}`;
+}
+
 export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, scramCache: SaltedPasswordCache): Promise<UpstreamReady> {
   return new Promise((resolve, reject) => {
+    let startupPacket: Buffer;
+    try {
+      startupPacket = encode.startup(startupParameters(login));
+    } catch (err) {
+      reject(new RolegateError('RG_INTERNAL', `upstream startup packet for role "${login.user}" cannot be built: ${(err as Error).message}`));
+      return;
+    }
     const raw = net.connect({ host: target.host, port: target.port });
     raw.setNoDelay(true);
     let socket: net.Socket = raw;
-    const parser = new Parser();
+    const framer = new Framer(LOGIN_MAX_MESSAGE_BYTES);
     const parameterStatus = new Map<string, string>();
     let processId = 0;
     let secretKey = 0;
@@ -116,78 +129,121 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
       return login.password;
     }
 
-    function onMessage(msg: BackendMessage): void {
-      if (settled) return;
-      switch (msg.name) {
-        case 'authenticationOk':
+    function malformed(what: string): RolegateError {
+      return new RolegateError('RG_UPSTREAM_PROTOCOL', `upstream sent a malformed ${what} during startup`);
+    }
+
+    /** Authentication ('R'): answer the request, or verify the server's SCRAM proof. */
+    function onAuthentication(body: Buffer): void {
+      const request = decodeAuthentication(body);
+      switch (request.kind) {
+        case 'ok':
           // A server that skips SASLFinal has not proven it knows the verifier.
           if (scram !== null && !scram.complete) throw new RolegateError('RG_UPSTREAM_AUTH', 'upstream sent AuthenticationOk before completing SCRAM');
           return;
-        case 'authenticationCleartextPassword':
-          socket.write(serialize.password(needPassword('cleartext password')));
+        case 'cleartext-password':
+          socket.write(encode.password(needPassword('cleartext password')));
           return;
-        case 'authenticationMD5Password': {
-          const salt = (msg as unknown as { salt: Buffer }).salt;
-          const body = md5PasswordMessage(login.user, needPassword('md5'), salt);
-          socket.write(serialize.password(body.toString('utf8')));
+        case 'md5-password': {
+          const answer = md5PasswordMessage(login.user, needPassword('md5'), request.salt);
+          socket.write(encode.password(answer.toString('utf8')));
           return;
         }
-        case 'authenticationSASL': {
-          const mechanisms = (msg as unknown as { mechanisms: string[] }).mechanisms;
+        case 'sasl': {
+          const mechanisms = request.mechanisms;
           if (!mechanisms.includes('SCRAM-SHA-256')) throw new RolegateError('RG_UPSTREAM_AUTH', `upstream offers SASL mechanisms ${mechanisms.join(', ')}; rolegate speaks SCRAM-SHA-256`);
           scram = new ScramClientExchange(needPassword('SCRAM-SHA-256'), scramCache);
           const first = scram.clientFirst();
-          socket.write(serialize.sendSASLInitialResponseMessage(first.mechanism, first.data.toString('utf8')));
+          socket.write(encode.saslInitialResponse(first.mechanism, first.data));
           return;
         }
-        case 'authenticationSASLContinue': {
+        case 'sasl-continue':
           if (scram === null) throw new RolegateError('RG_UPSTREAM_AUTH', 'upstream sent SASLContinue without SASL');
-          const data = (msg as unknown as { data: string }).data;
-          socket.write(serialize.sendSCRAMClientFinalMessage(scram.handleServerFirst(Buffer.from(data, 'utf8')).toString('utf8')));
+          socket.write(encode.saslResponse(scram.handleServerFirst(request.data)));
           return;
-        }
-        case 'authenticationSASLFinal': {
+        case 'sasl-final':
           if (scram === null) throw new RolegateError('RG_UPSTREAM_AUTH', 'upstream sent SASLFinal without SASL');
-          scram.verifyServerFinal(Buffer.from((msg as unknown as { data: string }).data, 'utf8'));
+          scram.verifyServerFinal(request.data);
+          return;
+        case 'unsupported':
+          throw new RolegateError('RG_UPSTREAM_PROTOCOL', `upstream asked for an unsupported authentication method (Authentication request code ${request.code})`);
+        case 'invalid':
+          throw malformed(`Authentication request (${request.reason})`);
+        default: {
+          const unreachable: never = request;
+          throw new RolegateError('RG_INTERNAL', `unhandled authentication request ${JSON.stringify(unreachable)}`);
+        }
+      }
+    }
+
+    /** ErrorResponse ('E'): the login is refused; 28xxx (invalid authorization) is the credentials' fault. */
+    function onErrorResponse(body: Buffer): never {
+      const fields = decodeErrorFields(body);
+      const code = fields.get('C');
+      const authFailure = code !== undefined && code.startsWith('28');
+      throw new RolegateError(authFailure ? 'RG_UPSTREAM_AUTH' : 'RG_UPSTREAM_UNREACHABLE', `upstream refused role "${login.user}" on database "${login.database}": ${fields.get('M') ?? ''}`, { detail: code === undefined ? undefined : `upstream SQLSTATE ${code}` });
+    }
+
+    /** ReadyForQuery ('Z'): the login is done; the socket and the bytes after this message go to the caller. */
+    function onReadyForQuery(body: Buffer): void {
+      const txStatus = decodeReadyForQuery(body);
+      if (txStatus === null) throw malformed('ReadyForQuery');
+      settled = true;
+      clearTimeout(timer);
+      socket.removeListener('data', onData);
+      socket.removeListener('error', onSocketError);
+      socket.removeListener('close', onClose);
+      raw.removeListener('error', onSocketError);
+      resolve({ socket, parameterStatus, processId, secretKey, txStatus, rest: framer.takeRest() });
+    }
+
+    /** One whole message, dispatched by type in the order a login sends them. */
+    function onMessage(type: number, body: Buffer): void {
+      switch (type) {
+        case Backend.Authentication:
+          return onAuthentication(body);
+        case Backend.ParameterStatus: {
+          const ps = decodeParameterStatus(body);
+          if (ps === null) throw malformed('ParameterStatus');
+          parameterStatus.set(ps.name, ps.value);
           return;
         }
-        case 'parameterStatus': {
-          const ps = msg as unknown as { parameterName: string; parameterValue: string };
-          parameterStatus.set(ps.parameterName, ps.parameterValue);
+        case Backend.BackendKeyData: {
+          const key = decodeBackendKeyData(body);
+          if (key === null) throw malformed('BackendKeyData');
+          processId = key.processId;
+          secretKey = key.secretKey;
           return;
         }
-        case 'backendKeyData': {
-          const k = msg as unknown as { processID: number; secretKey: number };
-          processId = k.processID;
-          secretKey = k.secretKey;
+        case Backend.ReadyForQuery:
+          return onReadyForQuery(body);
+        case Backend.NoticeResponse:
           return;
-        }
-        case 'notice':
-          return;
-        case 'error': {
-          const e = msg as unknown as { message: string; code?: string; severity?: string };
-          const authFailure = e.code !== undefined && e.code.startsWith('28');
-          throw new RolegateError(authFailure ? 'RG_UPSTREAM_AUTH' : 'RG_UPSTREAM_UNREACHABLE', `upstream refused role "${login.user}" on database "${login.database}": ${e.message}`, { detail: e.code === undefined ? undefined : `upstream SQLSTATE ${e.code}` });
-        }
-        case 'readyForQuery': {
-          settled = true;
-          clearTimeout(timer);
-          socket.removeListener('data', onData);
-          socket.removeListener('error', onSocketError);
-          socket.removeListener('close', onClose);
-          raw.removeListener('error', onSocketError);
-          const status = (msg as unknown as { status: string }).status;
-          resolve({ socket, parameterStatus, processId, secretKey, txStatus: status.charCodeAt(0) });
-          return;
-        }
+        case Backend.ErrorResponse:
+          return onErrorResponse(body);
         default:
-          throw new RolegateError('RG_UPSTREAM_PROTOCOL', `unexpected upstream message "${msg.name}" during startup`);
+          throw new RolegateError('RG_UPSTREAM_PROTOCOL', `unexpected upstream message ${backendName(type)} during startup`);
       }
     }
 
     function onData(chunk: Buffer): void {
+      if (settled) return;
+      framer.push(chunk);
       try {
-        parser.parse(chunk, onMessage);
+        while (!settled) {
+          const event = framer.next();
+          if (event === FrameEvent.NeedMore) return;
+          if (event !== FrameEvent.Frame) {
+            // No type is streamed here, so anything else is a length error.
+            throw new RolegateError(
+              'RG_UPSTREAM_PROTOCOL',
+              framer.errorCode === 'RG_MESSAGE_TOO_LARGE'
+                ? `upstream sent a message longer than ${LOGIN_MAX_MESSAGE_BYTES} bytes during startup`
+                : 'upstream sent a message with an invalid length during startup',
+            );
+          }
+          onMessage(framer.type, framer.buf.subarray(framer.start + 5, framer.end));
+        }
       } catch (err) {
         fail(err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_PROTOCOL', `upstream startup failed: ${(err as Error).message}`));
       }
@@ -202,13 +258,13 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
     function startup(): void {
       socket.on('data', onData);
       socket.on('close', onClose);
-      socket.write(startupMessage(login));
+      socket.write(startupPacket);
     }
 
     /** SSLRequest, then a TLS handshake on the same socket ("SSL Session Encryption"). */
     function negotiateTls(): void {
       const mode = target.tls.mode;
-      raw.write(SSL_REQUEST);
+      raw.write(encode.sslRequest());
       raw.once('data', (answer: Buffer) => {
         if (settled) return;
         if (answer.length !== 1) return fail(new RolegateError('RG_UPSTREAM_PROTOCOL', 'upstream answered SSLRequest with more than one byte (possible man-in-the-middle)'));
