@@ -1,4 +1,5 @@
-// Micro-benchmark of one statement decision (DESIGN §2 steps 3–4), on the
+// Micro-benchmark of one statement decision (facts, then decision: steps 3–4 of
+// "One query" in docs/QUERY_LIFECYCLE.md), on the
 // shipped policy really compiled by opa:
 //   hit    — PolicyAuthorizer.statements() when both caches hit (the steady state)
 //   parse  — parseStatements() cold: libpg-query parse + facts walk, no cache
@@ -85,18 +86,18 @@ const cases = STATEMENTS.map(([name, sql]) => {
     statement: { ...stmt.facts, protocol: 'extended' },
   };
   const state = new SessionSqlState();
-  const verdict = warmAuthorizer.statements(session, state, sql, 'extended', false);
+  const verdict = warmAuthorizer.statements({ session, state, sql, protocol: 'extended', inTransaction: false });
   return {
     name,
     sql,
     input,
     state,
     decision: verdict.allow ? 'allow' : `deny (${verdict.rule})`,
-    hit: () => void warmAuthorizer.statements(session, state, sql, 'extended', false),
+    hit: () => void warmAuthorizer.statements({ session, state, sql, protocol: 'extended', inTransaction: false }),
     parse: () => void parseStatements(sql),
     evaluate: () => void engine.statement(input),
     // A fresh authorizer and caches each call: the full cold path.
-    miss: () => void new PolicyAuthorizer({ engine, facts: new FactsCache(10), time, bucketMs: 60_000, decisionCacheEntries: 10, keyByText: false }).statements(session, state, sql, 'extended', false),
+    miss: () => void new PolicyAuthorizer({ engine, facts: new FactsCache(10), time, bucketMs: 60_000, decisionCacheEntries: 10, keyByText: false }).statements({ session, state, sql, protocol: 'extended', inTransaction: false }),
   };
 });
 

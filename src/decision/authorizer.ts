@@ -88,21 +88,52 @@ export type StatementVerdict = { allow: true } | StatementDenial;
 
 export const ALLOW: StatementVerdict = Object.freeze({ allow: true });
 
+/** One statement decision asked of an authorizer: everything the answer depends on. */
+export interface StatementRequest {
+  readonly session: SessionContext;
+  /** The session's prepared statements and cursors; updated for allowed PREPARE / DEALLOCATE / DECLARE / DISCARD. */
+  readonly state: SessionSqlState;
+  readonly sql: string;
+  readonly protocol: StatementProtocol;
+  readonly inTransaction: boolean;
+}
+
 /**
- * What the last statements() call saw, for audit and metrics: valid until the
- * next call (the same objects are reused; nothing is allocated per call).
+ * The answer to one request, as a value of its own: the verdict and what it
+ * was made from, for the caller's audit record and metrics.
  */
-export interface LastDecision {
-  /** The parsed statements of the text (null: not parsed, e.g. the static authorizer or a parse error). */
-  parsed: readonly ParsedStatement[] | null;
-  /** One decision per statement decided (allows carry the allowing rule); up to the first deny. */
-  decisions: StatementDecision[];
+export interface StatementFindings {
+  /** The parsed statements of the text (null: not parsed — the static authorizer, or a parse error). */
+  readonly parsed: readonly ParsedStatement[] | null;
+  /** One policy decision per statement decided (allows carry the allowing rule), up to the first deny. */
+  readonly decisions: readonly StatementDecision[];
+  /** µs the decision took (parse and evaluation on a cache miss). */
+  readonly decisionUs: number;
+}
+
+export type StatementResult = StatementVerdict & StatementFindings;
+
+const NOTHING_DECIDED: readonly StatementDecision[] = Object.freeze([]);
+
+/** A result made without the policy: nothing parsed or decided. */
+export function undecided(verdict: StatementVerdict): StatementResult {
+  return { ...verdict, parsed: null, decisions: NOTHING_DECIDED, decisionUs: 0 };
+}
+
+/**
+ * The facts of the statement a result is about: the refused statement for a
+ * denial (for an EXECUTE whose prepared text was refused, the EXECUTE's), the
+ * first statement for an allow; null when the policy decided nothing.
+ */
+export function decidedFacts(result: StatementResult): StatementFacts | null {
+  if (result.decisions.length === 0) return null;
+  const index = result.allow ? 0 : result.decisions.length - 1;
+  return result.parsed?.[index]?.facts ?? null;
 }
 
 export interface Authorizer {
   /** Policy revision the decisions come from ("static" without a policy). */
   readonly revision: string;
-  readonly last: LastDecision;
   /** Cache counters since this authorizer was built (metrics take running totals). */
   readonly parseCacheHits: number;
   readonly parseCacheMisses: number;
@@ -111,12 +142,14 @@ export interface Authorizer {
   connect(input: ConnectInput): ConnectDecision;
   /**
    * Decide every statement in one SQL text (a simple Query may hold several;
-   * the text is forwarded only if all are allowed). `state` is updated for
-   * allowed PREPARE / DEALLOCATE / DECLARE / DISCARD.
+   * the text is forwarded only if all are allowed).
    */
-  statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict;
-  /** Re-decide a prepared statement (all its candidate texts) at Bind. */
-  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementVerdict;
+  statements(request: StatementRequest): StatementResult;
+  /**
+   * Re-decide a prepared statement (all its candidate texts) at Bind; the
+   * result describes the statement's own text.
+   */
+  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementResult;
   /** false for the static mapping: statements are not restricted. */
   readonly enforcesStatements: boolean;
 }

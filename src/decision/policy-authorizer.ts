@@ -1,5 +1,5 @@
 // Statement and connect decisions from the Rego policy, on facts from
-// PostgreSQL's own parser, with the two caches of DESIGN §2:
+// PostgreSQL's own parser, with two caches:
 //   facts:     exact SQL text (or its literal-free shape) → parsed statements (FactsCache, per worker)
 //   decisions: session key + time bucket + transaction state + protocol + SQL
 //              text → decision (this file), bounded, FIFO-evicted.
@@ -12,8 +12,9 @@ import type { StatementFacts } from '../sql/statement-facts.ts';
 import type { PolicyEngine } from '../policy/engine.ts';
 import { factsTemplate, type FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
-import { SessionSqlState, type Authorizer, type LastDecision, type PreparedRecord, type SessionContext, type StatementDenial, type StatementProtocol, type StatementVerdict } from './authorizer.ts';
+import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionContext, type StatementProtocol, type StatementRequest, type StatementResult, type StatementVerdict } from './authorizer.ts';
 import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
+import { parseErrorDenial, policyMessage, proxyDenial } from './proxy-rules.ts';
 import type { TimeSource } from './clock.ts';
 
 export interface PolicyAuthorizerOptions {
@@ -30,10 +31,6 @@ export interface PolicyAuthorizerOptions {
   keyByText: boolean;
 }
 
-function ambiguous(): StatementVerdict {
-  return deny('42501', 'ambiguous-prepared-statement', 'the prepared statement was redefined too often for rolegate to know what it runs');
-}
-
 export class PolicyAuthorizer implements Authorizer {
   readonly revision: string;
   readonly enforcesStatements = true;
@@ -48,7 +45,6 @@ export class PolicyAuthorizer implements Authorizer {
   private readonly factsKeys = new WeakMap<StatementFacts, string>();
   /** Decisions held (all contexts of all statements), bounded by maxDecisions. */
   private size = 0;
-  readonly last: LastDecision = { parsed: null, decisions: [] };
   hits = 0;
   misses = 0;
 
@@ -79,45 +75,37 @@ export class PolicyAuthorizer implements Authorizer {
     return this.engine.connect(input);
   }
 
-  statements(session: SessionContext, state: SessionSqlState, sql: string, protocol: StatementProtocol, inTransaction: boolean): StatementVerdict {
+  statements(request: StatementRequest): StatementResult {
+    const t0 = performance.now();
+    const { session, state, protocol, inTransaction } = request;
     const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
-    const parsed = this.facts.get(sql);
-    const last = this.last;
-    last.parsed = parsed.ok ? parsed.statements : null;
-    last.decisions.length = 0;
-    const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0, true);
+    const parsed = this.facts.get(request.sql);
+    const decisions: StatementDecision[] = [];
+    const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0, decisions);
     if (verdict.allow && parsed.ok) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
-    return verdict;
+    return result(verdict, parsed, decisions, t0);
   }
 
-  /** `record`: this text's own decisions go to `last` (the text the caller's `last.parsed` holds). */
-  private decideParsed(session: SessionContext, state: SessionSqlState, parsed: ParsedText, protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number, record: boolean): StatementVerdict {
+  /** `decisions`: where this text's own decisions go (null for the texts an EXECUTE runs: they only allow or refuse). */
+  private decideParsed(session: SessionContext, state: SessionSqlState, parsed: ParsedText, protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number, decisions: StatementDecision[] | null): StatementVerdict {
     if (!parsed.ok) {
       // Fail closed: text the parser rejects is never forwarded.
-      const verdict: StatementDenial = {
-        allow: false,
-        sqlstate: parsed.code === 'RG_PARSE_ERROR' ? '42601' : parsed.code === 'RG_INTERNAL' ? '42501' : '22021',
-        message: parsed.message,
-        rule: 'parse-error',
-        reason: `the statement could not be parsed: ${parsed.message}`,
-      };
-      if (parsed.cursorPosition !== null) verdict.position = parsed.cursorPosition + 1;
-      return verdict;
+      return parseErrorDenial(parsed.code, parsed.message, parsed.cursorPosition === null ? null : parsed.cursorPosition + 1);
     }
     // PREPAREs earlier in this same text, for an EXECUTE later in it.
     let preparedHere: Map<string, string> | null = null;
     for (const stmt of parsed.statements) {
-      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, record);
+      const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, decisions);
       if (!own.allow) return own;
       // EXECUTE name runs what was prepared earlier: decide that too, now (a
       // reload or a time window edge applies to it).
       const executed = stmt.meta.execute;
       if (executed !== null) {
-        if (depth >= 2) return deny('42501', 'nested-execute', `prepared statement "${executed}" executes another prepared statement`);
+        if (depth >= 2) return proxyDenial('nested-execute', executed);
         const here = preparedHere?.get(executed);
         const rec = state.statements.get(executed);
         const texts = here !== undefined ? [here] : rec === undefined ? null : [rec.sql, ...rec.others];
-        if (texts === null) return deny('42501', 'unknown-prepared-statement', `prepared statement "${executed}" was not prepared through rolegate in this session`);
+        if (texts === null) return proxyDenial('unknown-prepared-statement', executed);
         const inner = this.decideTexts(session, state, texts, protocol, inTransaction, bucket, depth + 1);
         if (!inner.allow) return inner;
       }
@@ -128,9 +116,9 @@ export class PolicyAuthorizer implements Authorizer {
 
   /** Every text a prepared statement may hold must be allowed. */
   private decideTexts(session: SessionContext, state: SessionSqlState, texts: readonly string[], protocol: StatementProtocol, inTransaction: boolean, bucket: number, depth: number): StatementVerdict {
-    if (texts.length > MAX_CANDIDATES) return ambiguous();
+    if (texts.length > MAX_CANDIDATES) return proxyDenial('ambiguous-prepared-statement');
     for (const text of texts) {
-      const verdict = this.decideParsed(session, state, this.facts.get(text), protocol, inTransaction, bucket, depth, false);
+      const verdict = this.decideParsed(session, state, this.facts.get(text), protocol, inTransaction, bucket, depth, null);
       if (!verdict.allow) return verdict;
     }
     return ALLOW;
@@ -138,20 +126,19 @@ export class PolicyAuthorizer implements Authorizer {
 
   /**
    * Decide a prepared statement's every candidate text again (Bind after a
-   * reload or a time-bucket change), each as its Parse was decided; `last`
-   * describes the statement's own text (its decision and facts for the audit
-   * record), the other candidates only allow or refuse.
+   * reload or a time-bucket change), each as its Parse was decided; the
+   * result describes the statement's own text (its decision and facts for the
+   * audit record), the other candidates only allow or refuse.
    */
-  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementVerdict {
+  preparedStatement(session: SessionContext, state: SessionSqlState, rec: PreparedRecord, inTransaction: boolean): StatementResult {
+    const t0 = performance.now();
     const bucket = Math.floor(this.time.nowMs() / this.bucketMs);
     const parsed = this.facts.get(rec.sql);
-    const last = this.last;
-    last.parsed = parsed.ok ? parsed.statements : null;
-    last.decisions.length = 0;
-    if (rec.others.length + 1 > MAX_CANDIDATES) return ambiguous();
-    const own = this.decideParsed(session, state, parsed, 'extended', inTransaction, bucket, 0, true);
-    if (!own.allow || rec.others.length === 0) return own;
-    return this.decideTexts(session, state, rec.others, 'extended', inTransaction, bucket, 0);
+    const decisions: StatementDecision[] = [];
+    if (rec.others.length + 1 > MAX_CANDIDATES) return result(proxyDenial('ambiguous-prepared-statement'), parsed, decisions, t0);
+    const own = this.decideParsed(session, state, parsed, 'extended', inTransaction, bucket, 0, decisions);
+    if (!own.allow || rec.others.length === 0) return result(own, parsed, decisions, t0);
+    return result(this.decideTexts(session, state, rec.others, 'extended', inTransaction, bucket, 0), parsed, decisions, t0);
   }
 
   /** Session bookkeeping for statements of a text that was allowed as a whole. */
@@ -166,7 +153,7 @@ export class PolicyAuthorizer implements Authorizer {
     if (stmt.facts.command === 'DISCARD ALL') state.clear();
   }
 
-  private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number, topLevel: boolean): StatementVerdict {
+  private decideFacts(session: SessionContext, facts: StatementFacts, protocol: StatementProtocol, inTransaction: boolean, bucket: number, decisions: StatementDecision[] | null): StatementVerdict {
     // Two levels: the facts object (one per distinct SQL text while the facts
     // cache holds it: no hashing of the text again), then the session's short
     // context key. Facts that did not come from the cache (not frozen: caching
@@ -199,9 +186,9 @@ export class PolicyAuthorizer implements Authorizer {
     } else {
       this.hits++;
     }
-    if (topLevel) this.last.decisions.push(decision);
+    decisions?.push(decision);
     if (decision.allow) return ALLOW;
-    return deny('42501', decision.rule, decision.reason);
+    return { allow: false, sqlstate: '42501', message: policyMessage(decision.rule, decision.reason), rule: decision.rule, reason: decision.reason };
   }
 
   /** Everything of the facts the policy can see, except the text: a canonical string. */
@@ -243,6 +230,7 @@ function decisionContextKey(session: SessionContext, bucket: number, inTransacti
   return memo.keys[(inTransaction ? 2 : 0) + (protocol === 'simple' ? 0 : 1)] as string;
 }
 
-function deny(sqlstate: string, rule: string, reason: string): StatementVerdict {
-  return { allow: false, sqlstate, message: `permission denied by rolegate rule "${rule}": ${reason}`, rule, reason };
+/** The verdict with what it was made from. */
+function result(verdict: StatementVerdict, parsed: ParsedText, decisions: StatementDecision[], t0: number): StatementResult {
+  return { ...verdict, parsed: parsed.ok ? parsed.statements : null, decisions, decisionUs: Math.round((performance.now() - t0) * 1000) };
 }

@@ -3,12 +3,14 @@
 
 import type { Config } from '../config/config.ts';
 import type { ConnectDecision, ConnectInput } from '../policy/contract.ts';
-import { ALLOW, type Authorizer, type LastDecision, type StatementVerdict } from './authorizer.ts';
+import { ALLOW, undecided, type Authorizer, type StatementResult } from './authorizer.ts';
+
+/** Statements are not restricted: one shared answer. */
+const ALLOWED: StatementResult = Object.freeze(undecided(ALLOW));
 
 export class StaticAuthorizer implements Authorizer {
   readonly revision = 'static';
   readonly enforcesStatements = false;
-  readonly last: LastDecision = { parsed: null, decisions: [] };
   readonly parseCacheHits = 0;
   readonly parseCacheMisses = 0;
   readonly decisionCacheHits = 0;
@@ -35,11 +37,11 @@ export class StaticAuthorizer implements Authorizer {
     return { allow: true, role: user.role, database, rule: 'static-mapping', reason: 'mapped by config users:' };
   }
 
-  statements(): StatementVerdict {
-    return ALLOW;
+  statements(): StatementResult {
+    return ALLOWED;
   }
 
-  preparedStatement(): StatementVerdict {
-    return ALLOW;
+  preparedStatement(): StatementResult {
+    return ALLOWED;
   }
 }

@@ -1,11 +1,10 @@
 // Worker thread entry. Each worker owns a reusePort listener (the kernel spreads
-// new connections across the workers), its sessions, its authorizer and its
-// cancel-key table. Nothing on a session's hot path leaves this thread.
+// new connections across the workers), its sessions, its authorizer, its
+// client TLS (auth/tls-server.ts) and its cancel-key table (cancel-keys.ts,
+// which describes the whole cancel path). Nothing on a session's hot path
+// leaves this thread.
 
-import { timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
-import { Duplex } from 'node:stream';
-import tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import type { SaltedPasswordCache } from '../auth/scram.ts';
@@ -14,10 +13,12 @@ import { ERRORS } from '../errors.ts';
 import * as be from '../protocol/backend.ts';
 import type { Authorizer } from '../decision/authorizer.ts';
 import { offsetClock, systemClock, TimeSource } from '../decision/clock.ts';
-import { ClientSession, randomSecretKey, type SessionHost } from '../session/session.ts';
+import { ClientSession } from '../session/session.ts';
+import { REFUSE_REASONS, type SessionHost, type SessionMetricHandles } from '../session/session-host.ts';
 import { FactsCache } from '../sql/facts-cache.ts';
 import { WelcomeCache } from '../upstream/welcome.ts';
 import { JwtVerifier } from '../auth/jwt.ts';
+import { ClientTlsServer } from '../auth/tls-server.ts';
 import { cidrContains, parseCidr, type Cidr } from '../config/ip-address.ts';
 import { createAuthorizer } from '../decision/authorizer-factory.ts';
 import { NO_AUDIT } from '../audit/auditor.ts';
@@ -25,7 +26,7 @@ import { createWorkerAuditor } from '../audit/setup.ts';
 import type { WorkerAuditor } from '../audit/worker-side.ts';
 import { clientStateLabel, CLIENT_STATES } from '../metrics/definitions.ts';
 import { WorkerMetrics } from '../metrics/worker-counters.ts';
-import type { SessionMetricHandles } from '../session/session.ts';
+import { CancelKeys } from './cancel-keys.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
 
 const data = workerData as WorkerData;
@@ -35,9 +36,7 @@ if (port === null) throw new Error('src/workers/worker.ts must run as a worker t
 let config: Config = data.config;
 const workerId = data.workerId;
 const log = pino({ base: { worker: workerId }, level: data.logLevel });
-const sessions = new Map<number, ClientSession>();
 const allSessions = new Set<ClientSession>();
-let sequence = 0;
 let draining = false;
 const clock = data.fixedTimeMs === null ? systemClock : offsetClock(data.fixedTimeMs);
 const time = new TimeSource(config.time.zone, clock);
@@ -49,101 +48,9 @@ function post(msg: WorkerToMain, transfer?: readonly ArrayBuffer[]): void {
   port?.postMessage(msg, transfer);
 }
 
-function localCancel(processId: number, secretKey: number): void {
-  const session = sessions.get(processId);
-  const a = Buffer.alloc(4);
-  const b = Buffer.alloc(4);
-  a.writeInt32BE(secretKey);
-  b.writeInt32BE(session?.secretKey ?? 0);
-  // Constant-time compare: cancel keys must not be guessable byte by byte.
-  if (session === undefined || !timingSafeEqual(a, b)) {
-    log.info({ processId }, 'cancel request with unknown key ignored');
-    return;
-  }
-  log.debug({ session: session.id }, 'cancel request');
-  session.cancelUpstream();
-}
-
-/**
- * A never-listening tls.Server per config: sessions hand it their socket after
- * SSLRequest (or for direct TLS), and it verifies client certificates the way a
- * listening server does (authorized / authorizationError). Handshakes are
- * matched back to their session by the socket's peer address and port.
- */
-interface PendingTls {
-  ready: (secure: tls.TLSSocket) => void;
-  fail: (err: Error) => void;
-}
-const pendingTls = new Map<string, PendingTls>();
-const peerKey = (s: net.Socket): string => `${s.remoteAddress ?? ''}|${s.remotePort ?? 0}`;
-
-function tlsServerOptions(c: NonNullable<Config['tls']>): tls.TlsOptions {
-  return {
-    cert: c.certPem,
-    key: c.keyPem,
-    ...(c.caPem === null ? {} : { ca: c.caPem }),
-    requestCert: c.caPem !== null,
-    // Verified by the session after the handshake, so a bad certificate gets a clear 28000 instead of a TLS alert.
-    rejectUnauthorized: false,
-    minVersion: c.minVersion,
-    ...(c.ciphers === null ? {} : { ciphers: c.ciphers }),
-    ALPNProtocols: ['postgresql'],
-  };
-}
-
-/**
- * Direct TLS: the first bytes (the ClientHello) were already read, and a TCP
- * socket's handle cannot take them back, so the handshake runs over a stream
- * that replays them, on a tls.Server of its own (rare path; it builds a
- * secure context per connection).
- */
-function directTlsUpgrade(c: NonNullable<Config['tls']>, raw: net.Socket, first: Buffer, onReady: (s: tls.TLSSocket) => void, onError: (e: Error) => void): void {
-  const stream = new Duplex({
-    read() {
-      raw.resume();
-    },
-    write(chunk: Buffer, _encoding, callback) {
-      raw.write(chunk, callback);
-    },
-    final(callback) {
-      raw.end();
-      callback();
-    },
-    destroy(err, callback) {
-      raw.destroy(err ?? undefined);
-      callback(err);
-    },
-  });
-  stream.push(first);
-  raw.on('data', (chunk: Buffer) => {
-    if (!stream.push(chunk)) raw.pause();
-  });
-  raw.on('end', () => stream.push(null));
-  const server = new tls.Server(tlsServerOptions(c));
-  server.once('secureConnection', onReady);
-  server.once('tlsClientError', onError);
-  server.emit('connection', stream);
-}
-
-function makeTlsServer(c: Config): tls.Server | null {
-  if (c.tls === null) return null;
-  const server = new tls.Server(tlsServerOptions(c.tls));
-  server.on('secureConnection', (secure: tls.TLSSocket) => {
-    const key = peerKey(secure);
-    const pending = pendingTls.get(key);
-    pendingTls.delete(key);
-    if (pending === undefined) secure.destroy();
-    else pending.ready(secure);
-  });
-  server.on('tlsClientError', (err: Error, secure: tls.TLSSocket) => {
-    const key = peerKey(secure);
-    const pending = pendingTls.get(key);
-    pendingTls.delete(key);
-    pending?.fail(err);
-  });
-  return server;
-}
-let tlsServer = makeTlsServer(config);
+// A CancelRequest for another worker's key goes to the supervisor, which forwards it to the owner.
+const cancelKeys = new CancelKeys(workerId, (owner, processId, secretKey) => post({ type: 'cancel', owner, processId, secretKey }), log);
+const clientTls = new ClientTlsServer(config.tls);
 /** Trusted load balancers, parsed once per config. */
 function trustedCidrs(c: Config): Cidr[] {
   return (c.proxyProtocol?.trustedCidrs ?? []).flatMap((text) => {
@@ -157,7 +64,7 @@ let jwtVerifier = config.auth.jwt === null ? null : new JwtVerifier(config.auth.
 const metrics = new WorkerMetrics(workerId);
 const handles: SessionMetricHandles = {
   refused: Object.fromEntries(
-    (['too_many_clients', 'startup_invalid', 'startup_timeout', 'unsupported_protocol', 'tls_required', 'auth_failed', 'policy_denied', 'upstream_failed', 'audit_unavailable', 'shutting_down', 'protocol_error'] as const).map((reason) => [
+    REFUSE_REASONS.map((reason) => [
       reason,
       metrics.handle('rolegate_client_connections_refused_total', { reason }),
     ]),
@@ -229,46 +136,23 @@ const host: SessionHost = {
   mockSeed: Buffer.from(data.mockSeed),
   log,
   authorizer: () => authorizer,
-  register(session) {
-    let processId: number;
-    do {
-      sequence = (sequence + 1) & 0xffffff;
-      // Worker id in bits 24–30 routes a CancelRequest that lands on another worker.
-      processId = (workerId << 24) | sequence;
-    } while (sessions.has(processId) || sequence === 0);
-    const secretKey = randomSecretKey();
-    sessions.set(processId, session);
-    return { processId, secretKey };
-  },
+  register: (session) => cancelKeys.issue(session),
   unregister(session) {
-    if (sessions.get(session.processId) === session) sessions.delete(session.processId);
-    allSessions.delete(session);
+    cancelKeys.release(session);
+    // Every session this host serves is a ClientSession (the connection handler below makes them).
+    allSessions.delete(session as ClientSession);
     if (draining && allSessions.size === 0) {
       finalFlush();
       post({ type: 'drained', workerId });
     }
   },
-  tlsEnabled: () => tlsServer !== null,
-  tlsUpgrade(raw, first, onReady, onError) {
-    const server = tlsServer;
-    if (server === null || config.tls === null) return onError(new Error('TLS is not configured'));
-    if (first !== null) return directTlsUpgrade(config.tls, raw, first, onReady, onError);
-    pendingTls.set(peerKey(raw), { ready: onReady, fail: onError });
-    raw.once('close', () => pendingTls.delete(peerKey(raw)));
-    server.emit('connection', raw);
-  },
+  tlsEnabled: () => clientTls.enabled,
+  tlsUpgrade: (raw, first, onReady, onError) => clientTls.upgrade(raw, first, onReady, onError),
   jwt: () => jwtVerifier,
   trustedProxy(addr) {
     return trusted.some((cidr) => cidrContains(cidr, addr));
   },
-  routeCancel(processId, secretKey) {
-    const owner = (processId >>> 24) & 0x7f;
-    if (owner === workerId) localCancel(processId, secretKey);
-    else {
-      log.debug({ owner }, 'cancel routed to owning worker');
-      post({ type: 'cancel', owner, processId, secretKey });
-    }
-  },
+  routeCancel: (processId, secretKey) => cancelKeys.route(processId, secretKey),
 };
 
 const server = net.createServer({ noDelay: true }, (socket) => {
@@ -293,7 +177,7 @@ server.listen({ host: config.listen.host, port: data.port, reusePort: true, back
 port.on('message', (msg: MainToWorker) => {
   switch (msg.type) {
     case 'cancel':
-      localCancel(msg.processId, msg.secretKey);
+      cancelKeys.cancelLocal(msg.processId, msg.secretKey);
       return;
     case 'drain':
       draining = true;
@@ -320,10 +204,9 @@ port.on('message', (msg: MainToWorker) => {
     case 'config': {
       // Reloadable parts only (credentials, TLS material, auth settings); listen/workers need a restart.
       const next = msg.config;
-      try {
-        tlsServer = makeTlsServer(next);
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'TLS material from the reloaded config is unusable; keeping the previous');
+      const tlsError = clientTls.reload(next.tls);
+      if (tlsError !== null) {
+        log.error({ err: tlsError.message }, 'TLS material from the reloaded config is unusable; keeping the previous');
         return;
       }
       if (JSON.stringify(next.auth.jwt) !== JSON.stringify(config.auth.jwt)) {

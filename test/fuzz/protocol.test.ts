@@ -1,9 +1,9 @@
-// Fuzz (issue 5): the byte layer — framer, frontend decoders, startup packets,
-// startup `options`, backend decoders — with random and mutated input. These
-// are pure functions: no sockets, no PostgreSQL. Properties: nothing throws,
-// nothing loops, memory held is bounded by the configured maximum, what is
-// reported lies inside the input and, for valid streams however they are
-// split, puts the input back together byte for byte.
+// Fuzz (docs/security.md, "Fuzzing"): the byte layer — framer, frontend
+// decoders, startup packets, startup `options`, backend decoders — with random
+// and mutated input. These are pure functions: no sockets, no PostgreSQL.
+// Properties: nothing throws, nothing loops, memory held is bounded by the
+// configured maximum, what is reported lies inside the input and, for valid
+// streams however they are split, puts the input back together byte for byte.
 //
 // Time-boxed for CI; ROLEGATE_FUZZ_RUNS / ROLEGATE_FUZZ_SECONDS scale it up,
 // ROLEGATE_FUZZ_SEED replays a failure (fast-check prints the seed and path).
@@ -16,7 +16,7 @@ import * as be from '../../src/protocol/backend.ts';
 import { Frontend, MAX_STARTUP_PACKET_BYTES } from '../../src/protocol/constants.ts';
 import { FrameEvent, Framer } from '../../src/protocol/framer.ts';
 import * as fe from '../../src/protocol/frontend.ts';
-import { parseOptions } from '../../src/session/session.ts';
+import { parseOptions } from '../../src/session/startup-options.ts';
 import { fuzzBudget, mutate, mutationArbitrary, splitAt } from '../helpers/security.ts';
 
 const budget = fuzzBudget({ runs: 2000, seconds: 3 });

@@ -43,15 +43,15 @@ describe('PolicyAuthorizer caches', () => {
     const a = authorizer(false);
     const s = session('app_reader');
     const state = new SessionSqlState();
-    assert.equal(a.statements(s, state, 'SELECT * FROM orders WHERE id = 1', 'simple', false).allow, true);
-    assert.equal(a.statements(s, state, 'SELECT * FROM orders WHERE id = 2', 'simple', false).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: 'SELECT * FROM orders WHERE id = 1', protocol: 'simple', inTransaction: false }).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: 'SELECT * FROM orders WHERE id = 2', protocol: 'simple', inTransaction: false }).allow, true);
     assert.equal(a.decisionCacheMisses, 1);
     assert.equal(a.decisionCacheHits, 1);
     // A different table is different facts: a new decision.
-    assert.equal(a.statements(s, state, 'SELECT * FROM customers WHERE id = 2', 'simple', false).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: 'SELECT * FROM customers WHERE id = 2', protocol: 'simple', inTransaction: false }).allow, true);
     assert.equal(a.decisionCacheMisses, 2);
     // The deny of a write is not served from the read's entry.
-    const v = a.statements(s, state, 'DELETE FROM orders WHERE id = 3', 'simple', false);
+    const v = a.statements({ session: s, state, sql: 'DELETE FROM orders WHERE id = 3', protocol: 'simple', inTransaction: false });
     assert.equal(v.allow, false);
     assert.equal(v.allow ? '' : v.rule, 'read-only-role');
   });
@@ -60,9 +60,9 @@ describe('PolicyAuthorizer caches', () => {
     const a = authorizer(true);
     const s = session('app_reader');
     const state = new SessionSqlState();
-    a.statements(s, state, 'SELECT * FROM orders WHERE id = 1', 'simple', false);
-    a.statements(s, state, 'SELECT * FROM orders WHERE id = 2', 'simple', false);
-    a.statements(s, state, 'SELECT * FROM orders WHERE id = 1', 'simple', false);
+    a.statements({ session: s, state, sql: 'SELECT * FROM orders WHERE id = 1', protocol: 'simple', inTransaction: false });
+    a.statements({ session: s, state, sql: 'SELECT * FROM orders WHERE id = 2', protocol: 'simple', inTransaction: false });
+    a.statements({ session: s, state, sql: 'SELECT * FROM orders WHERE id = 1', protocol: 'simple', inTransaction: false });
     assert.equal(a.decisionCacheMisses, 2);
     assert.equal(a.decisionCacheHits, 1);
   });
@@ -70,12 +70,12 @@ describe('PolicyAuthorizer caches', () => {
   test('the session context, transaction state and protocol are part of the key', () => {
     const a = authorizer(false);
     const state = new SessionSqlState();
-    a.statements(session('app_reader'), state, 'SELECT 1', 'simple', false);
-    a.statements(session('app_writer'), state, 'SELECT 1', 'simple', false);
-    a.statements(session('app_reader'), state, 'SELECT 1', 'simple', true);
-    a.statements(session('app_reader'), state, 'SELECT 1', 'extended', false);
+    a.statements({ session: session('app_reader'), state, sql: 'SELECT 1', protocol: 'simple', inTransaction: false });
+    a.statements({ session: session('app_writer'), state, sql: 'SELECT 1', protocol: 'simple', inTransaction: false });
+    a.statements({ session: session('app_reader'), state, sql: 'SELECT 1', protocol: 'simple', inTransaction: true });
+    a.statements({ session: session('app_reader'), state, sql: 'SELECT 1', protocol: 'extended', inTransaction: false });
     assert.equal(a.decisionCacheMisses, 4);
-    a.statements(session('app_reader'), state, 'SELECT 1', 'simple', false);
+    a.statements({ session: session('app_reader'), state, sql: 'SELECT 1', protocol: 'simple', inTransaction: false });
     assert.equal(a.decisionCacheHits, 1);
   });
 
@@ -85,13 +85,13 @@ describe('PolicyAuthorizer caches', () => {
     const state = new SessionSqlState();
     // The shipped window: Sunday 03:00–03:30 UTC, writes denied.
     clockAt.ms = Date.parse('2026-11-29T02:59:30Z');
-    assert.equal(a.statements(s, state, "UPDATE orders SET total = 1 WHERE id = 1", 'simple', false).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: "UPDATE orders SET total = 1 WHERE id = 1", protocol: 'simple', inTransaction: false }).allow, true);
     clockAt.ms = Date.parse('2026-11-29T03:00:00Z');
-    const inside = a.statements(s, state, "UPDATE orders SET total = 1 WHERE id = 1", 'simple', false);
+    const inside = a.statements({ session: s, state, sql: "UPDATE orders SET total = 1 WHERE id = 1", protocol: 'simple', inTransaction: false });
     assert.equal(inside.allow, false);
     assert.equal(inside.allow ? '' : inside.rule, 'maintenance-window');
     clockAt.ms = Date.parse('2026-11-29T03:30:00Z');
-    assert.equal(a.statements(s, state, "UPDATE orders SET total = 1 WHERE id = 1", 'simple', false).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: "UPDATE orders SET total = 1 WHERE id = 1", protocol: 'simple', inTransaction: false }).allow, true);
     clockAt.ms = Date.parse('2026-11-27T12:00:10Z');
   });
 
@@ -99,7 +99,7 @@ describe('PolicyAuthorizer caches', () => {
     const a = authorizer(false, 5);
     const s = session('app_reader');
     const state = new SessionSqlState();
-    for (let i = 0; i < 50; i++) a.statements(s, state, `SELECT c${i} FROM orders`, 'simple', false);
+    for (let i = 0; i < 50; i++) a.statements({ session: s, state, sql: `SELECT c${i} FROM orders`, protocol: 'simple', inTransaction: false });
     assert.ok(a.decisionCacheSize <= 5, `size ${a.decisionCacheSize}`);
     assert.equal(a.decisionCacheMisses, 50);
   });
@@ -108,17 +108,17 @@ describe('PolicyAuthorizer caches', () => {
     const a = authorizer(false);
     const s = session('app_writer');
     const state = new SessionSqlState();
-    assert.equal(a.statements(s, state, 'PREPARE upd AS UPDATE orders SET total = $1', 'simple', false).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: 'PREPARE upd AS UPDATE orders SET total = $1', protocol: 'simple', inTransaction: false }).allow, true);
     assert.equal(state.statements.get('upd')?.sql, 'UPDATE orders SET total = $1');
-    assert.equal(a.statements(s, state, 'EXECUTE upd(1)', 'simple', false).allow, true);
-    assert.equal(a.statements(s, state, 'DEALLOCATE upd', 'simple', false).allow, true);
-    const after = a.statements(s, state, 'EXECUTE upd(1)', 'simple', false);
+    assert.equal(a.statements({ session: s, state, sql: 'EXECUTE upd(1)', protocol: 'simple', inTransaction: false }).allow, true);
+    assert.equal(a.statements({ session: s, state, sql: 'DEALLOCATE upd', protocol: 'simple', inTransaction: false }).allow, true);
+    const after = a.statements({ session: s, state, sql: 'EXECUTE upd(1)', protocol: 'simple', inTransaction: false });
     assert.equal(after.allow ? '' : after.rule, 'unknown-prepared-statement');
   });
 
   test('a parse error is a deny with the parser’s message and a 1-based position', () => {
     const a = authorizer(false);
-    const v = a.statements(session('app_reader'), new SessionSqlState(), 'SELECT * FORM orders', 'simple', false);
+    const v = a.statements({ session: session('app_reader'), state: new SessionSqlState(), sql: 'SELECT * FORM orders', protocol: 'simple', inTransaction: false });
     assert.equal(v.allow, false);
     if (!v.allow) {
       assert.equal(v.sqlstate, '42601');
@@ -144,5 +144,20 @@ describe('which key a policy gets', () => {
     assert.equal(await mentionsSql(dir), false);
     writeFileSync(path.join(dir, 'b.rego'), 'package rolegate\ndeny if contains(input.statement["sql"], "pg_sleep")\n');
     assert.equal(await mentionsSql(dir), true);
+  });
+
+  test('a decision is a value: what one call returned is not changed by the next (another session\'s) call', () => {
+    const a = authorizer(false);
+    const state = new SessionSqlState();
+    const reader = a.statements({ session: session('app_reader', 'reporting-svc'), state, sql: 'SELECT 1; DELETE FROM orders', protocol: 'simple', inTransaction: false });
+    const snapshot = JSON.stringify({ allow: reader.allow, parsed: reader.parsed?.map((p) => p.facts.command), decisions: reader.decisions });
+    assert.equal(reader.allow, false);
+    assert.deepEqual(reader.parsed?.map((p) => p.facts.command), ['SELECT', 'DELETE']);
+    assert.equal(reader.decisions.length, 2, 'one decision per statement decided, up to the deny');
+    assert.equal(reader.decisions[1]?.allow, false);
+    const other = a.statements({ session: session('app_writer'), state: new SessionSqlState(), sql: 'UPDATE orders SET total = 1', protocol: 'extended', inTransaction: true });
+    assert.equal(other.allow, true);
+    assert.equal(JSON.stringify({ allow: reader.allow, parsed: reader.parsed?.map((p) => p.facts.command), decisions: reader.decisions }), snapshot);
+    assert.ok(reader.decisionUs >= 0 && Number.isInteger(reader.decisionUs));
   });
 });

@@ -5,7 +5,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { normaliseAddress, parseOptions } from '../../src/session/session.ts';
+import { normaliseAddress } from '../../src/session/handshake.ts';
+import { parseOptions } from '../../src/session/startup-options.ts';
 
 describe('parseOptions', () => {
   const ok: Array<[string, Array<[string, string]>]> = [

@@ -1,0 +1,543 @@
+// The relay core: a logged-in session's protocol state machine, both
+// directions, with no socket. Bytes come in through onClientBytes() and
+// onServerBytes(); what goes out leaves through RelayIo. Handlers are named
+// after the messages they handle.
+//
+// Client → server: the framer cuts messages; runs of consecutive allowed
+// messages are forwarded as subarrays of the client's own chunk (never
+// re-encoded). Query and Parse are decided synchronously by the authorizer
+// (a value per decision); Bind re-checks a prepared statement after a policy
+// reload or a time-bucket change.
+//
+// A denied statement never reaches the database: the core sends the server a
+// statement that fails with a syntax error naming a per-session nonce instead.
+// That keeps the response order of pipelined messages intact, aborts an
+// explicit transaction (so it cannot commit), makes the server discard the
+// rest of the pipeline until Sync, and lets the core swap that one
+// ErrorResponse for its own 42501.
+//
+// Server → client: bytes stream back as they came; only type and length are
+// read, plus ReadyForQuery (transaction status), CommandComplete (rows),
+// ErrorResponse (a denial's nonce) and ParameterStatus (pinned settings).
+
+import { randomBytes } from 'node:crypto';
+import type { AuditRecorder } from '../audit/auditor.ts';
+import { commandCompleteRows } from '../audit/record.ts';
+import { decidedFacts, notePrepared, SessionSqlState, undecided, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementResult } from '../decision/authorizer.ts';
+import type { TimeSource } from '../decision/clock.ts';
+import { invalidText, proxyDenial } from '../decision/proxy-rules.ts';
+import type { ErrorCode } from '../errors.ts';
+import type { WorkerMetrics } from '../metrics/worker-counters.ts';
+import * as be from '../protocol/backend.ts';
+import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
+import { FrameEvent, Framer } from '../protocol/framer.ts';
+import * as fe from '../protocol/frontend.ts';
+import * as encode from '../protocol/frontend-encode.ts';
+import { PINNED_PARAMETERS } from '../upstream/connect.ts';
+import type { SessionLog } from './session-host.ts';
+import { deniedFacts, type DeniedStatement, type StatementLog } from './statement-log.ts';
+
+/** What the worker provides to the relay core. */
+export interface RelayHost {
+  readonly workerId: number;
+  readonly audit: AuditRecorder;
+  readonly metrics: WorkerMetrics;
+  readonly time: TimeSource;
+  readonly log: SessionLog;
+  /** The current authorizer (swapped on policy reload; read per statement). */
+  authorizer(): Authorizer;
+}
+
+/** The two sides as the core sees them. */
+export interface RelayIo {
+  /** Bytes for the server. */
+  toServer(bytes: Buffer): void;
+  /** Bytes for the client. */
+  toClient(bytes: Buffer): void;
+  /** The session must end: FATAL `code` to the client, then close both sides. */
+  fail(code: ErrorCode, message?: string): void;
+  /** The client sent Terminate: the session ends (Terminate goes upstream). */
+  terminate(): void;
+  /** Ask the server to cancel what it runs (a CancelRequest with the upstream's own keys, on a connection of its own). */
+  cancelServer(): void;
+}
+
+export interface RelayOptions {
+  readonly sessionId: string;
+  /** Per-session part of the denial nonces: one SQL identifier token ([a-z0-9_]). */
+  readonly nonceBase: string;
+  readonly maxMessageBytes: number;
+  /** Decision time bucket (config time.bucket_ms): a prepared statement is re-checked at Bind in a new bucket. */
+  readonly bucketMs: number;
+  readonly context: SessionContext;
+  /** Transaction status at the login's ReadyForQuery. */
+  readonly txStatus: number;
+}
+
+/** A denial whose injected failing statement is on its way upstream. */
+interface PendingDenial {
+  nonce: string;
+  response: Buffer;
+}
+
+/** Message types a client may send once the session is relaying. */
+const RELAY_TYPES = new Uint8Array(256);
+for (const t of [
+  Frontend.Bind,
+  Frontend.Close,
+  Frontend.Describe,
+  Frontend.Execute,
+  Frontend.FunctionCall,
+  Frontend.Flush,
+  Frontend.Parse,
+  Frontend.Query,
+  Frontend.Sync,
+  Frontend.Terminate,
+  Frontend.CopyData,
+  Frontend.CopyDone,
+  Frontend.CopyFail,
+]) {
+  RELAY_TYPES[t] = 1;
+}
+
+/** Skipped injections (an earlier error in the pipeline) leave entries behind: bounded. */
+const MAX_PENDING_DENIALS = 64;
+
+/** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
+export const NONCE_PREFIX = randomBytes(8).toString('hex');
+
+export class Relay {
+  private readonly host: RelayHost;
+  private readonly io: RelayIo;
+  private readonly log: StatementLog;
+  private readonly sessionId: string;
+  private readonly context: SessionContext;
+  private readonly bucketMs: number;
+  private readonly clientFramer: Framer;
+  private readonly serverFramer: Framer;
+  /** PREPARE'd statements and cursors of this session (what EXECUTE and Bind run). */
+  private readonly sqlState = new SessionSqlState();
+  private txStatus: number;
+  /** Query, Sync and FunctionCall messages sent upstream (each ends in a ReadyForQuery); also the group number of what follows. */
+  private syncsSent = 0;
+  private readyReceived = 0;
+  private discardUntilSync = false;
+  private readonly denials: PendingDenial[] = [];
+  private readonly nonceBase: string;
+  /** The statement name of injected Parse messages (and of Binds refused): never one a client prepared. */
+  private readonly deniedName: string;
+  private nonceSeq = 0;
+  /** The server sent a FATAL: it already told the client why it is closing. */
+  serverSentFatal = false;
+  private ended = false;
+
+  // The current forward run (one at a time; see flushRun()).
+  private runBuf: Buffer | null = null;
+  private runStart = 0;
+  private runEnd = 0;
+  private runToServer = false;
+
+  constructor(host: RelayHost, io: RelayIo, log: StatementLog, options: RelayOptions) {
+    this.host = host;
+    this.io = io;
+    this.log = log;
+    this.sessionId = options.sessionId;
+    this.context = options.context;
+    this.bucketMs = options.bucketMs;
+    this.nonceBase = options.nonceBase;
+    this.deniedName = `rolegate_denied_${options.nonceBase}`;
+    this.txStatus = options.txStatus;
+    this.clientFramer = new Framer(options.maxMessageBytes, [Frontend.CopyData]);
+    this.serverFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
+  }
+
+  /** Something sent upstream has not been answered with its ReadyForQuery yet. */
+  get busy(): boolean {
+    return this.syncsSent > this.readyReceived;
+  }
+
+  /** The session is over: nothing more is relayed. */
+  end(): void {
+    this.ended = true;
+  }
+
+  /**
+   * A CancelRequest with this session's keys arrived (on any worker; the
+   * worker's cancel-key table routed it here): the server is asked to cancel.
+   * Nothing is written to either side of the session itself — the server
+   * answers the cancelled statement with an ErrorResponse (57014), relayed as
+   * any other.
+   */
+  cancel(): void {
+    if (!this.ended) this.io.cancelServer();
+  }
+
+  private fail(code: ErrorCode, message?: string): void {
+    this.ended = true;
+    this.io.fail(code, message);
+  }
+
+  // ------------------------------------------------------------ client → server
+
+  onClientBytes(chunk: Buffer): void {
+    if (this.ended) return;
+    const framer = this.clientFramer;
+    framer.push(chunk);
+    for (;;) {
+      const ev = framer.next();
+      if (ev === FrameEvent.NeedMore) break;
+      if (ev === FrameEvent.Error) {
+        this.flushRun();
+        return this.fail(framer.errorCode ?? 'RG_PROTOCOL_VIOLATION');
+      }
+      if (ev === FrameEvent.Raw) {
+        // Part of a CopyData message too big for one chunk: forward as it comes.
+        if (!this.discardUntilSync) this.extendRun(true, framer.buf, framer.start, framer.end);
+        continue;
+      }
+      const type = framer.type;
+      if (RELAY_TYPES[type] !== 1) {
+        this.flushRun();
+        return this.fail('RG_UNKNOWN_MESSAGE', `invalid frontend message type ${type} ("${String.fromCharCode(type)}")`);
+      }
+      if (this.discardUntilSync) {
+        // After a denied Parse the server would discard until Sync; so do we.
+        if (type === Frontend.Sync) {
+          this.discardUntilSync = false;
+          this.syncsSent++;
+          this.extendRun(true, framer.buf, framer.start, framer.end);
+        }
+        continue;
+      }
+      switch (type) {
+        case Frontend.Query:
+          this.onQuery(framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Parse:
+          this.onParse(framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Sync:
+          this.syncsSent++;
+          this.extendRun(true, framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Terminate:
+          this.flushRun();
+          this.ended = true;
+          return this.io.terminate();
+        case Frontend.FunctionCall:
+          this.onFunctionCall();
+          break;
+        case Frontend.Bind:
+          this.onBind(framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Execute:
+          this.onExecute(framer.buf, framer.start, framer.end);
+          break;
+        case Frontend.Close:
+          this.onClose(framer.buf, framer.start, framer.end);
+          break;
+        default:
+          this.extendRun(true, framer.buf, framer.start, framer.end);
+      }
+      if (this.ended) return;
+    }
+    this.flushRun();
+  }
+
+  /** Simple Query ('Q'): decide every statement; forward only if all are allowed. */
+  private onQuery(buf: Buffer, start: number, end: number): void {
+    const q = fe.decodeQuery(buf, start, end);
+    if (q === null) return this.fail('RG_PROTOCOL_VIOLATION', 'malformed Query message');
+    // A simple Query destroys the unnamed prepared statement (as in the server).
+    this.sqlState.statements.delete('');
+    const sql = buf.toString('utf8', q.textStart, q.textEnd);
+    const result = this.decide(buf, q.textStart, q.textEnd, sql, 'simple');
+    if (result.allow) {
+      this.log.query(result, sql, this.syncsSent);
+      this.syncsSent++;
+      this.extendRun(true, buf, start, end);
+      return;
+    }
+    this.deny(result, 'simple', '', { name: null, sql, facts: deniedFacts(result) }, result.decisionUs);
+  }
+
+  /** Parse ('P'): the decision is made here and holds for the statement's Binds. */
+  private onParse(buf: Buffer, start: number, end: number): void {
+    const p = fe.decodeParse(buf, start, end);
+    if (p === null) return this.fail('RG_PROTOCOL_VIOLATION', 'malformed Parse message');
+    const sql = buf.toString('utf8', p.textStart, p.textEnd);
+    const result = this.decide(buf, p.textStart, p.textEnd, sql, 'extended');
+    const statements = this.sqlState.statements;
+    if (result.allow) {
+      if (statements.size >= SessionSqlState.MAX_ENTRIES && !statements.has(p.name)) {
+        const denial = proxyDenial('prepared-statement-limit', String(SessionSqlState.MAX_ENTRIES));
+        const facts = decidedFacts(result);
+        this.countRefusal(facts?.command ?? null, denial.rule, 'extended');
+        this.deny(denial, 'extended', p.name, { name: p.name, sql, facts }, result.decisionUs);
+        this.discardUntilSync = true;
+        return;
+      }
+      const rec: PreparedRecord = {
+        sql,
+        authorizer: this.host.authorizer(),
+        bucket: this.bucket(),
+        facts: decidedFacts(result),
+        decision: result.decisions[0] ?? null,
+        decisionUs: result.decisionUs,
+        others: [],
+      };
+      // Parse of the unnamed statement replaces it. A named one that exists is
+      // refused by the server (42P05) and keeps its text — unless the server
+      // no longer has it (a DEALLOCATE that failed in an aborted transaction):
+      // rolegate cannot tell, so the name may hold either text from now on.
+      if (p.name === '') statements.set('', rec);
+      else notePrepared(this.sqlState, p.name, rec);
+      this.extendRun(true, buf, start, end);
+      return;
+    }
+    // A failed Parse of the unnamed statement drops the old one in the server too.
+    if (p.name === '') statements.delete('');
+    this.deny(result, 'extended', p.name, { name: p.name, sql, facts: deniedFacts(result) }, result.decisionUs);
+    this.discardUntilSync = true;
+  }
+
+  /** Bind ('B'): the Parse decision holds unless the policy or the time bucket changed since. */
+  private onBind(buf: Buffer, start: number, end: number): void {
+    const b = fe.decodeBind(buf, start, end);
+    if (b === null) return this.fail('RG_PROTOCOL_VIOLATION', 'malformed Bind message');
+    const authorizer = this.host.authorizer();
+    const rec = this.sqlState.statements.get(b.statement);
+    if (rec === undefined && authorizer.enforcesStatements) {
+      // Nothing rolegate allowed has this name: whatever the server holds under
+      // it (if anything) was never decided. Refused like an unknown EXECUTE.
+      const denial = proxyDenial('unknown-prepared-statement', b.statement);
+      this.countRefusal(null, denial.rule, 'extended');
+      this.deny(denial, 'extended', this.deniedName, { name: b.statement, sql: '', facts: null }, 0);
+      this.discardUntilSync = true;
+      return;
+    }
+    if (rec !== undefined) {
+      const bucket = this.bucket();
+      if (rec.authorizer !== authorizer || rec.bucket !== bucket || rec.others.length > 0) {
+        const result = authorizer.preparedStatement(this.context, this.sqlState, rec, this.txStatus !== TxStatus.Idle);
+        if (!result.allow) {
+          // The statement stays prepared upstream; this execution fails like a failed Parse would.
+          const facts = deniedFacts(result);
+          this.countRefusal(facts?.command ?? null, result.rule, 'extended');
+          this.deny(result, 'extended', this.deniedName, { name: b.statement, sql: rec.sql, facts }, result.decisionUs);
+          this.discardUntilSync = true;
+          return;
+        }
+        rec.authorizer = authorizer;
+        rec.bucket = bucket;
+        rec.decision = result.decisions[0] ?? rec.decision;
+        rec.decisionUs = result.decisionUs;
+      }
+    }
+    this.log.bind(b.portal, b.statement, buf, start, end, this.syncsSent);
+    this.extendRun(true, buf, start, end);
+  }
+
+  /** Execute ('E'): forwarded; its execution is tracked (answered before the ReadyForQuery of the next Sync). */
+  private onExecute(buf: Buffer, start: number, end: number): void {
+    this.log.execute(buf, start, end, this.syncsSent, this.sqlState.statements);
+    this.extendRun(true, buf, start, end);
+  }
+
+  /** Close ('C') of a statement forgets its Parse decision; of a portal, its audit bookkeeping. */
+  private onClose(buf: Buffer, start: number, end: number): void {
+    const c = fe.decodeTarget(buf, start, end);
+    if (c !== null && c.kind === 'S') this.sqlState.statements.delete(c.name);
+    if (c !== null && c.kind === 'P') this.log.closePortal(c.name);
+    this.extendRun(true, buf, start, end);
+  }
+
+  /** FunctionCall ('F') calls a function by OID, invisible to any SQL parser: refused. */
+  private onFunctionCall(): void {
+    const denial = proxyDenial('function-call-message');
+    this.countRefusal('FUNCTION CALL', denial.rule, 'simple');
+    this.deny(denial, 'simple', '', { name: null, sql: '', facts: null, command: 'FUNCTION CALL' }, 0);
+  }
+
+  private bucket(): number {
+    return Math.floor(this.host.time.nowMs() / this.bucketMs);
+  }
+
+  /** Decide a Query's or Parse's text (`sql`, decoded once by the caller from buf[textStart, textEnd)). */
+  private decide(buf: Buffer, textStart: number, textEnd: number, sql: string, protocol: 'simple' | 'extended'): StatementResult {
+    const problem = fe.checkSqlBytes(buf, textStart, textEnd);
+    if (problem !== null) {
+      this.countRefusal(null, 'invalid-text', protocol);
+      return undecided(invalidText(problem));
+    }
+    if (!this.host.audit.canProceed()) {
+      // Fail-closed audit: nothing runs that cannot be recorded.
+      this.countRefusal(null, 'audit-unavailable', protocol);
+      return undecided(proxyDenial('audit-unavailable'));
+    }
+    const result = this.host.authorizer().statements({ session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle });
+    const metrics = this.host.metrics;
+    metrics.observeDecision('statement', result.decisionUs / 1e6);
+    const parsed = result.parsed;
+    if (parsed === null) {
+      metrics.countStatement(null, result.allow, protocol);
+    } else {
+      const decisions = result.decisions;
+      for (let i = 0; i < parsed.length && (result.allow || i < decisions.length); i++) {
+        const d = decisions[i];
+        metrics.countStatement(parsed[i]?.facts.command ?? null, d === undefined ? result.allow : d.allow, protocol);
+      }
+    }
+    if (!result.allow) metrics.countDenial(result.rule);
+    return result;
+  }
+
+  /** A statement refused without decide()'s policy path (which counts its own): counted the same way. */
+  private countRefusal(command: string | null, rule: string, protocol: 'simple' | 'extended'): void {
+    this.host.metrics.countStatement(command, false, protocol);
+    this.host.metrics.countDenial(rule);
+  }
+
+  /**
+   * Replace a denied message with one the server is certain to reject (a
+   * syntax error naming a nonce), so the server's own error handling keeps the
+   * protocol state right; the matching ErrorResponse is swapped for ours.
+   */
+  private deny(verdict: StatementDenial, protocol: 'simple' | 'extended', statementName: string, denied: DeniedStatement, decisionUs: number): void {
+    this.flushRun();
+    this.log.denied(protocol, denied, verdict, decisionUs);
+    const nonce = `rolegate_denied_${this.nonceBase}_${(++this.nonceSeq).toString(36)}`;
+    const response = be.errorResponse({
+      severity: 'ERROR',
+      sqlstate: verdict.sqlstate,
+      message: verdict.message,
+      detail: `rule: ${verdict.rule}; policy revision: ${this.host.authorizer().revision}`,
+      position: verdict.position,
+    });
+    this.denials.push({ nonce, response });
+    if (this.denials.length > MAX_PENDING_DENIALS) this.denials.shift();
+    if (protocol === 'simple') {
+      this.syncsSent++;
+      this.io.toServer(encode.query(nonce));
+    } else {
+      // A denied Parse of the unnamed statement drops the previous unnamed
+      // statement, exactly as a failed Parse does in the server: so the
+      // injected Parse names it too. A failed Parse of a named statement
+      // changes nothing in the server, whatever its name: rolegate's own short
+      // name is used (the client's may be any length).
+      this.io.toServer(encode.parse(statementName === '' ? '' : this.deniedName, nonce));
+    }
+    this.host.log.info({ session: this.sessionId, rule: verdict.rule, reason: verdict.reason, protocol }, 'statement denied');
+  }
+
+  // ------------------------------------------------------------ server → client
+
+  onServerBytes(chunk: Buffer): void {
+    if (this.ended) return;
+    const framer = this.serverFramer;
+    framer.push(chunk);
+    for (;;) {
+      const ev = framer.next();
+      if (ev === FrameEvent.NeedMore) break;
+      if (ev === FrameEvent.Error) {
+        this.flushRun();
+        this.host.log.warn({ session: this.sessionId }, 'upstream sent an invalid message length');
+        return this.fail('RG_UPSTREAM_PROTOCOL');
+      }
+      if (ev === FrameEvent.Raw) {
+        this.extendRun(false, framer.buf, framer.start, framer.end);
+        continue;
+      }
+      const buf = framer.buf;
+      const start = framer.start;
+      const end = framer.end;
+      switch (framer.type) {
+        case Backend.ReadyForQuery:
+          if (end - start === 6) this.txStatus = buf[start + 5] as number;
+          this.log.readyForQuery(this.txStatus === TxStatus.Idle, this.readyReceived++);
+          this.extendRun(false, buf, start, end);
+          break;
+        case Backend.CommandComplete:
+          this.log.commandComplete(commandCompleteRows(buf, start, end));
+          this.extendRun(false, buf, start, end);
+          break;
+        case Backend.EmptyQueryResponse:
+          this.log.emptyQuery();
+          this.extendRun(false, buf, start, end);
+          break;
+        case Backend.PortalSuspended:
+          this.log.portalSuspended();
+          this.extendRun(false, buf, start, end);
+          break;
+        case Backend.ErrorResponse:
+          this.onErrorResponse(buf, start, end);
+          break;
+        case Backend.ParameterStatus:
+          this.onParameterStatus(buf, start, end);
+          if (this.ended) return;
+          this.extendRun(false, buf, start, end);
+          break;
+        default:
+          this.extendRun(false, buf, start, end);
+      }
+    }
+    this.flushRun();
+  }
+
+  private onErrorResponse(buf: Buffer, start: number, end: number): void {
+    const fields = be.decodeErrorFields(buf.subarray(start + 5, end));
+    if (fields.get('V') === 'FATAL' || fields.get('S') === 'FATAL') this.serverSentFatal = true;
+    // Matched by nonce alone, not by counting ReadyForQuery: a Query sent inside
+    // a failed pipeline gets none, so counts can drift; a nonce cannot.
+    const message = fields.get('M') ?? '';
+    const denials = this.denials;
+    for (let i = 0; i < denials.length; i++) {
+      const denial = denials[i] as PendingDenial;
+      if (!message.includes(denial.nonce)) continue;
+      // Earlier denials whose injected statement the server skipped are done too.
+      denials.splice(0, i + 1);
+      this.flushRun();
+      this.io.toClient(denial.response);
+      return;
+    }
+    this.log.error(fields.get('C') ?? 'XX000');
+    this.extendRun(false, buf, start, end);
+  }
+
+  /** The server reports parameter changes; the pinned ones must never change. */
+  private onParameterStatus(buf: Buffer, start: number, end: number): void {
+    const ps = be.decodeParameterStatus(buf.subarray(start + 5, end));
+    if (ps === null) return;
+    const pinned = PINNED_PARAMETERS.get(ps.name.toLowerCase());
+    if (pinned !== undefined && ps.value.toLowerCase() !== pinned.toLowerCase()) {
+      this.host.log.warn({ session: this.sessionId, parameter: ps.name, value: ps.value }, 'pinned parameter changed upstream; closing session');
+      this.flushRun();
+      this.fail('RG_UPSTREAM_PARAMETER', `parameter "${ps.name}" changed to "${ps.value}"; rolegate requires ${ps.name}=${pinned}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- forward runs
+
+  /** Add buf[start, end) to the current run; write the run out when it is not contiguous. */
+  private extendRun(toServer: boolean, buf: Buffer, start: number, end: number): void {
+    if (this.runBuf === buf && this.runEnd === start && this.runToServer === toServer) {
+      this.runEnd = end;
+      return;
+    }
+    this.flushRun();
+    this.runBuf = buf;
+    this.runStart = start;
+    this.runEnd = end;
+    this.runToServer = toServer;
+  }
+
+  private flushRun(): void {
+    const buf = this.runBuf;
+    if (buf === null) return;
+    this.runBuf = null;
+    if (this.runEnd <= this.runStart) return;
+    const slice = this.runStart === 0 && this.runEnd === buf.length ? buf : buf.subarray(this.runStart, this.runEnd);
+    if (this.runToServer) this.io.toServer(slice);
+    else this.io.toClient(slice);
+  }
+}
