@@ -1,4 +1,5 @@
-// Micro-benchmark of DESIGN §2 step 3: SQL text → facts.
+// Micro-benchmark of the facts step of a statement's path (docs/QUERY_LIFECYCLE.md,
+// "One query", step 3): SQL text → facts.
 //   node bench/micro-parse.ts [--runs N]
 // For each statement: libpg-query parseSync alone (WASM parse + JSON.parse of the
 // tree), the facts walk alone over an already-parsed tree, parseStatements (parse +

@@ -1,4 +1,4 @@
-// The benchmark harness (issue 7): pgbench through four targets on one
+// The benchmark harness: pgbench through four targets on one
 // machine, interleaved, plus fixed-rate latency, a connect storm and idle
 // client memory. See bench/README.md for what each column means.
 //

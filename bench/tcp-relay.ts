@@ -1,6 +1,6 @@
 // The floor any Node.js proxy pays: a plain TCP relay that pipes bytes between
-// the client and PostgreSQL and looks at none of them. Same shape as rolegate
-// (DESIGN §1): N worker threads, each with its own `reusePort` listener, so the
+// the client and PostgreSQL and looks at none of them. Same shape as rolegate:
+// N worker threads, each with its own `reusePort` listener, so the
 // kernel spreads connections across them; no framing, no auth, no policy.
 // bench/run.ts compares rolegate's throughput and CPU per transaction with it.
 //

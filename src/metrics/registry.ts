@@ -4,12 +4,13 @@
 // by metrics() for GET /metrics.
 //
 // Workers keep plain counters (worker-counters.ts) and post snapshots; this
-// side merges them (LIBRARY-NOTES: prom-client's clusterMetrics() is for the
-// cluster module only). Counters and histograms are summed over workers;
-// gauges keep a worker label. A restarted worker counts from 0 again: the last
-// snapshot of each ended incarnation is folded into a base that is added to
-// every scrape, so totals never go backwards (what a worker counted after its
-// last snapshot before dying is lost — at most one snapshot interval).
+// side merges them (prom-client's clusterMetrics() works with the cluster
+// module only, not with worker threads). Counters and histograms are summed
+// over workers; gauges keep a worker label. A restarted worker counts from 0
+// again: the last snapshot of each ended incarnation is folded into a base
+// that is added to every scrape, so totals never go backwards (what a worker
+// counted after its last snapshot before dying is lost — at most one snapshot
+// interval).
 // The merged families are handed to prom-client as metric JSON through
 // AggregatorRegistry.aggregate() and Registry.merge() (both public API), so
 // the text format is prom-client's own.

@@ -19,7 +19,7 @@ import { RolegateError } from '../errors.ts';
 import { REPO_ROOT, runOpa } from './opa-cli.ts';
 import { readTarFiles } from './tar.ts';
 
-/** The entry points rolegate evaluates (DESIGN §3). */
+/** The entry points rolegate evaluates: connect once per login, statement for every statement (docs/policy.md). */
 export const ENTRYPOINTS = ['rolegate/connect', 'rolegate/statement'] as const;
 export type PolicyEntrypoint = (typeof ENTRYPOINTS)[number];
 

@@ -1,4 +1,5 @@
-// The policy contract (DESIGN §3, documented for policy authors in docs/policy.md).
+// The policy contract (documented for policy authors in docs/policy.md, with
+// JSON Schemas in docs/policy-schema/).
 // These types are the public `input` shapes and the decision shapes of
 // data.rolegate.connect and data.rolegate.statement. The statement facts
 // (input.statement minus protocol) are the SQL layer's: sql/statement-facts.ts.

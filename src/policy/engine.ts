@@ -1,4 +1,5 @@
-// Evaluating the compiled policy (DESIGN §3) with @open-policy-agent/opa-wasm.
+// Evaluating the compiled policy (entry points rolegate/connect and
+// rolegate/statement, docs/policy.md) with @open-policy-agent/opa-wasm.
 //
 // One PolicyEngine per thread: the WebAssembly.Module is compiled once (main
 // thread) and posted to the workers; each worker instantiates it with its own
@@ -69,8 +70,8 @@ const POLICY_ERROR_REASON = 'policy evaluation failed (RG_POLICY_EVAL); the prox
 
 // Input goes to opa-wasm as an ArrayBuffer of UTF-8 JSON, encoded here with one
 // shared TextEncoder (encode() returns a view over its own exactly-sized buffer,
-// which is what the SDK copies into wasm memory). LIBRARY-NOTES measured ~1 µs of
-// SDK overhead for bytes vs ~6 µs for an object; bench/micro-policy.ts shows that
+// which is what the SDK copies into wasm memory). The SDK's own overhead measured
+// ~1 µs for bytes vs ~6 µs for an object; bench/micro-policy.ts shows that
 // once our own JSON.stringify is counted the two cost the same (~1.8 µs for an
 // 850-byte input): the gain comes when the bytes already exist, e.g. a
 // per-connection prefix (identity, client, proxy) encoded once.

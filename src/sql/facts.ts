@@ -1,4 +1,5 @@
-// One statement's parse tree → the policy facts of DESIGN §3.
+// One statement's parse tree → the facts the policy reads as input.statement
+// (command, tables, functions, columns, flags; docs/policy.md "Statement input").
 //
 // ONE recursive pass over libpg-query's JSON tree. The walk is generic (every object
 // and array is descended, whatever its node type), so a node type this file never

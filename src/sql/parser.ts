@@ -1,6 +1,6 @@
 // SQL text → one ParsedStatement per statement, with PostgreSQL's own parser
 // (libpg-query 18, WASM) and one walk of each statement's tree (facts.ts).
-// DESIGN §2 step 3: this runs on a parse-cache miss, inline in the worker thread.
+// This runs on a parse-cache miss (facts-cache.ts), inline in the worker thread.
 
 import { hasSqlDetails, loadModule, parseSync, scanSync } from 'libpg-query';
 import type { StatementFacts } from './statement-facts.ts';

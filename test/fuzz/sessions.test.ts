@@ -1,10 +1,10 @@
-// Fuzz (issue 5): whole sessions against the running proxy, with the real
-// PostgreSQL behind it. Each run logs in as the reader and sends a pipeline
-// built from valid messages — Query, Parse/Bind/Describe/Execute/Sync/Flush/
-// Close, COPY data, FunctionCall — over a pool of allowed, denied and hiding
-// SQL, then maybe mutated (byte flips, length corruption, truncation,
-// insertions, deletions, reordering) and delivered split at random points.
-// A tail (Sync, ROLLBACK, SELECT 4242) follows. Properties:
+// Fuzz (docs/security.md, "Fuzzing"): whole sessions against the running proxy,
+// with the real PostgreSQL behind it. Each run logs in as the reader and sends
+// a pipeline built from valid messages — Query, Parse/Bind/Describe/Execute/
+// Sync/Flush/Close, COPY data, FunctionCall — over a pool of allowed, denied
+// and hiding SQL, then maybe mutated (byte flips, length corruption,
+// truncation, insertions, deletions, reordering) and delivered split at random
+// points. A tail (Sync, ROLLBACK, SELECT 4242) follows. Properties:
 //   - no hang: every session answers the tail or ends within a bound, and an
 //     unmutated pipeline is always answered (or ended by its own Terminate);
 //   - the proxy never dies: a fresh login works after every batch;

@@ -1,11 +1,11 @@
-// Fuzz (issue 5): SQL text → facts. parseStatements must never throw, whatever
-// the text, and a write must be reported exactly when the text holds one in
-// code position: a generator wraps `DELETE FROM fuzz_t` in comments (nested
-// too), standard, escape, Unicode and dollar-quoted strings, quoted
-// identifiers — where it is inert — or puts it after a `;` or inside a CTE,
-// EXPLAIN ANALYZE, PREPARE or COPY, where it is live. The model says which;
-// the facts must agree. (The whole-session fuzz checks the same against the
-// server itself.)
+// Fuzz (docs/security.md, "Fuzzing"): SQL text → facts. parseStatements must
+// never throw, whatever the text, and a write must be reported exactly when the
+// text holds one in code position: a generator wraps `DELETE FROM fuzz_t` in
+// comments (nested too), standard, escape, Unicode and dollar-quoted strings,
+// quoted identifiers — where it is inert — or puts it after a `;` or inside a
+// CTE, EXPLAIN ANALYZE, PREPARE or COPY, where it is live. The model says
+// which; the facts must agree. (The whole-session fuzz checks the same against
+// the server itself.)
 
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';

@@ -1,7 +1,8 @@
-// Shared by the test/integration/security-*.test.ts files (issue 5): byte-level
-// sessions as the three kinds of role, probe objects whose grants let every role
-// write (so rolegate is the only thing between a client and a change), and
-// assertions that a denial ran nothing and left the session in the right state.
+// Shared by the test/integration/security-*.test.ts files (one per class of
+// attack in docs/security.md): byte-level sessions as the three kinds of role,
+// probe objects whose grants let every role write (so rolegate is the only
+// thing between a client and a change), and assertions that a denial ran
+// nothing and left the session in the right state.
 
 import assert from 'node:assert/strict';
 import fc from 'fast-check';

@@ -1,8 +1,9 @@
-// Issue 5, class 2 — parser differentials. rolegate's parser reads SQL as
-// UTF-8 with standard_conforming_strings on; the server must read the same
-// bytes the same way. Both settings are pinned at upstream login, every way to
-// change them is refused, a change reported by the server ends the session,
-// and text that is not valid UTF-8 (or holds NUL) never reaches the server.
+// Security class 2 (docs/security.md) — parser differentials. rolegate's parser
+// reads SQL as UTF-8 with standard_conforming_strings on; the server must read
+// the same bytes the same way. Both settings are pinned at upstream login,
+// every way to change them is refused, a change reported by the server ends the
+// session, and text that is not valid UTF-8 (or holds NUL) never reaches the
+// server.
 //
 // The attack strings are real: under SJIS, BIG5 or GBK a lead byte swallows the
 // following backslash (0x5c), so `E'ぁ\'; DELETE …; --'` — one SELECT in UTF-8 —

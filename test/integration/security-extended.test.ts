@@ -1,10 +1,11 @@
-// Issue 5, class 5 — the extended protocol. A statement is decided at Parse
-// and that decision is enforced at Bind/Execute. A denied Parse in a pipeline
-// yields exactly one ErrorResponse and one ReadyForQuery, and nothing after it
-// runs; statement and portal names reused after Close, an unnamed statement
-// replaced between Parse and Execute, a Bind to a statement that was never
-// allowed and a Describe of a denied statement run nothing either. The probe
-// grants every role everything: only rolegate stands in between.
+// Security class 5 (docs/security.md) — the extended protocol. A statement is
+// decided at Parse and that decision is enforced at Bind/Execute. A denied
+// Parse in a pipeline yields exactly one ErrorResponse and one ReadyForQuery,
+// and nothing after it runs; statement and portal names reused after Close, an
+// unnamed statement replaced between Parse and Execute, a Bind to a statement
+// that was never allowed and a Describe of a denied statement run nothing
+// either. The probe grants every role everything: only rolegate stands in
+// between.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';

@@ -1,11 +1,12 @@
-// Issue 5, class 1 — hiding statements. A write, DDL or code must not get past
-// rolegate by hiding inside another statement, a comment, a string, a quoted
-// or truncated name, a CTE, EXPLAIN ANALYZE, SELECT INTO, PREPARE/EXECUTE,
-// a cursor, DO or CALL. The probe grants every role every privilege, so the
-// database itself would allow each change: only rolegate stands in between.
-// Each denial is checked on the server (the probe is unchanged and the last
-// statement the backend saw is rolegate's stand-in) and for the session state
-// afterwards; each shape also has a legitimate twin that must stay allowed.
+// Security class 1 (docs/security.md) — hiding statements. A write, DDL or code
+// must not get past rolegate by hiding inside another statement, a comment, a
+// string, a quoted or truncated name, a CTE, EXPLAIN ANALYZE, SELECT INTO,
+// PREPARE/EXECUTE, a cursor, DO or CALL. The probe grants every role every
+// privilege, so the database itself would allow each change: only rolegate
+// stands in between. Each denial is checked on the server (the probe is
+// unchanged and the last statement the backend saw is rolegate's stand-in) and
+// for the session state afterwards; each shape also has a legitimate twin that
+// must stay allowed.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

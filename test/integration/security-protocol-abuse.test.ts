@@ -1,9 +1,9 @@
-// Issue 5, class 6 — protocol abuse. Bad lengths, oversized and truncated
-// messages, unknown message types, startup-packet caps, slow-loris clients, a
-// connection storm, half-closed sockets, clients vanishing mid-query and
-// cancel-key guessing. Each bad input ends only its own session (08P01 and
-// close), runs nothing, leaks no upstream connection, and the proxy and a
-// bystander session carry on.
+// Security class 6 (docs/security.md) — protocol abuse. Bad lengths, oversized
+// and truncated messages, unknown message types, startup-packet caps,
+// slow-loris clients, a connection storm, half-closed sockets, clients
+// vanishing mid-query and cancel-key guessing. Each bad input ends only its own
+// session (08P01 and close), runs nothing, leaks no upstream connection, and
+// the proxy and a bystander session carry on.
 
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';

@@ -1,11 +1,12 @@
-// Issue 5, class 3 — escaping the mapped role. rolegate logs in upstream as the
-// role the policy chose; nothing a client sends may change it: SET ROLE, SET
-// SESSION AUTHORIZATION, their RESET forms, set_config('role', …), startup
-// options or parameters, a replication connection. The database is made
-// permissive on purpose: the demo roles are members of a target role that owns
-// a secret (NOINHERIT: only a switch would give them its privileges), so
-// PostgreSQL itself would accept each switch and only rolegate stands in between. After every attempt the session is still the mapped role
-// and cannot read the secret.
+// Security class 3 (docs/security.md) — escaping the mapped role. rolegate logs
+// in upstream as the role the policy chose; nothing a client sends may change
+// it: SET ROLE, SET SESSION AUTHORIZATION, their RESET forms,
+// set_config('role', …), startup options or parameters, a replication
+// connection. The database is made permissive on purpose: the demo roles are
+// members of a target role that owns a secret (NOINHERIT: only a switch would
+// give them its privileges), so PostgreSQL itself would accept each switch and
+// only rolegate stands in between. After every attempt the session is still the
+// mapped role and cannot read the secret.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

@@ -1,8 +1,8 @@
-// Issue 5, class 4 — side doors: the FunctionCall message, COPY … PROGRAM and
-// server-side files, large objects, dblink, pg_read_file & co., and functions
-// that run SQL handed to them as a string. All denied by default, for every
-// role, admin included. The database is made permissive for the duration (the
-// demo roles get pg_read_server_files, pg_write_server_files,
+// Security class 4 (docs/security.md) — side doors: the FunctionCall message,
+// COPY … PROGRAM and server-side files, large objects, dblink, pg_read_file &
+// co., and functions that run SQL handed to them as a string. All denied by
+// default, for every role, admin included. The database is made permissive for
+// the duration (the demo roles get pg_read_server_files, pg_write_server_files,
 // pg_execute_server_program, EXECUTE on lo_import/lo_export, and dblink is
 // installed), so each of these would really work without rolegate.
 

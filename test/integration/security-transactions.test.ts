@@ -1,7 +1,8 @@
-// Issue 5, class 7 — transactions and reloads. A denial inside a transaction
-// leaves it unable to commit; a policy reload or a maintenance-window edge in
-// the middle of a session applies to the very next statement, including the
-// next execution of a statement prepared (SQL PREPARE or Parse) before it.
+// Security class 7 (docs/security.md) — transactions and reloads. A denial
+// inside a transaction leaves it unable to commit; a policy reload or a
+// maintenance-window edge in the middle of a session applies to the very next
+// statement, including the next execution of a statement prepared (SQL PREPARE
+// or Parse) before it.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';

@@ -1,6 +1,6 @@
-// Identity and transport (issue 4) against the real PostgreSQL: TLS for
-// clients (SSLRequest and direct TLS), client certificates, JWT logins with a
-// JWKS served locally, PROXY protocol from trusted load balancers, and TLS to
+// Identity and transport (docs/identity.md) against the real PostgreSQL: TLS
+// for clients (SSLRequest and direct TLS), client certificates, JWT logins with
+// a JWKS served locally, PROXY protocol from trusted load balancers, and TLS to
 // the upstream. Certificates and keys are made by the tests with openssl.
 
 import assert from 'node:assert/strict';

@@ -496,7 +496,7 @@ describe('procedural and dangerous functions', () => {
     assert.deepEqual(functions(f), ['set_config']);
   });
 
-  // Regression (issue 5): `parameter` holds one name, so a harmless first
+  // Regression: `parameter` holds one name, so a harmless first
   // set_config() used to hide a second one that changed role or client_encoding.
   test('several set_config calls naming different parameters leave parameter null', () => {
     assert.equal(facts("SELECT set_config('application_name', 'x', false), set_config('role', 'postgres', false)").parameter, null);
