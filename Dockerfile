@@ -26,6 +26,8 @@ RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund \
 COPY --from=opa /go/bin/opa /usr/local/bin/opa
 COPY src ./src
 COPY policies ./policies
+# The input schemas every policy build is checked against (opa check --strict --schema).
+COPY docs/policy-schema ./docs/policy-schema
 
 USER node
 # 6432: PostgreSQL clients; 9187: admin HTTP (/metrics /healthz /readyz /reload).

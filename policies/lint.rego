@@ -7,6 +7,16 @@
 #   lint_test.rego keeps the shipped data clean. A mistake here would otherwise
 #   show up as a silent deny (or, for a malformed window, a window that never
 #   opens).
+#
+#   Unknown keys are errors too (messages starting "unknown-key:"), wherever the
+#   data has a fixed shape: a service entry, its tables and write windows, a role,
+#   a maintenance window, the catalog and its entries. A misspelt key is a key
+#   the library never reads: "require_tl": true would silently drop the TLS
+#   requirement. Free-form data for an author's own hooks goes under a service's
+#   "custom" object. The top level of the data document cannot be checked here:
+#   enumerating data's keys from a rule would also enumerate the rules
+#   themselves, this one included (a recursion OPA refuses); the JSON Schema
+#   docs/policy-schema/data.json covers it.
 package rolegate.lint
 
 auth_methods := {"scram-sha-256", "cert", "jwt"}
@@ -83,6 +93,148 @@ errors contains sprintf("services[%q].require_tls must be true or false", [name]
 	not is_boolean(object.get(service, "require_tls", false))
 }
 
+errors contains sprintf("services[%q].tables must be an object with allow and/or write", [name]) if {
+	some name, service in data.services
+	tables := service.tables
+	not is_object(tables)
+}
+
+errors contains sprintf("services[%q].tables.%s must be an array of table names like \"orders\" or \"public.orders\"", [name, field]) if {
+	some name, service in data.services
+	some field in ["allow", "write"]
+	value := service.tables[field]
+	not table_name_array(value)
+}
+
+errors contains sprintf("services[%q].tables.write names %q, which tables.allow does not admit", [name, entry]) if {
+	some name, service in data.services
+	is_array(service.tables.allow)
+	some entry in service.tables.write
+	not admitted(entry, service.tables.allow)
+}
+
+errors contains sprintf("services[%q].write_windows must be an array of windows (an empty one opens none)", [name]) if {
+	some name, service in data.services
+	value := service.write_windows
+	not is_array(value)
+}
+
+# --- unknown keys -------------------------------------------------------------
+
+# The keys of each fixed-shape object, as the library reads them
+# (docs/policy-schema/data.json lists the same ones; a test keeps them equal).
+service_keys := {
+	"description", "env", "roles", "default_role", "databases", "cidrs",
+	"methods", "require_tls", "tables", "write_windows", "custom",
+}
+
+tables_keys := {"allow", "write"}
+
+role_keys := {"kind", "description"}
+
+maintenance_window_keys := {"name", "description", "weekdays", "start", "end", "services", "databases"}
+
+write_window_keys := {"name", "description", "weekdays", "start", "end"}
+
+catalog_keys := {
+	"version", "classes", "kinds", "commands", "forbidden_commands", "parameters",
+	"protected_tables", "denied_functions", "denied_function_prefixes",
+	"admin_functions", "write_functions", "previous_day",
+}
+
+class_keys := {"writes", "deny_rule", "label"}
+
+kind_keys := {"allows", "admin"}
+
+denial_keys := {"rule", "reason"}
+
+# [path, object, known keys] of every object with a fixed shape.
+shaped contains [sprintf("services[%q]", [name]), service, service_keys] if {
+	some name, service in data.services
+}
+
+shaped contains [sprintf("services[%q].tables", [name]), service.tables, tables_keys] if {
+	some name, service in data.services
+}
+
+shaped contains [path, window, keys] if {
+	some [path, window, keys] in window_entries
+}
+
+shaped contains [sprintf("roles[%q]", [role]), entry, role_keys] if {
+	some role, entry in data.roles
+}
+
+shaped contains ["catalog", data.catalog, catalog_keys] if catalog_object
+
+shaped contains [sprintf("catalog.classes[%q]", [class]), entry, class_keys] if {
+	some class, entry in data.catalog.classes
+}
+
+shaped contains [sprintf("catalog.kinds[%q]", [kind]), entry, kind_keys] if {
+	some kind, entry in data.catalog.kinds
+}
+
+shaped contains [sprintf("catalog.%s[%q]", [table, key]), entry, denial_keys] if {
+	some table in ["forbidden_commands", "parameters", "protected_tables"]
+	some key, entry in data.catalog[table]
+}
+
+errors contains sprintf("unknown-key: %s.%s is not a key the library reads (%s)", [path, key, hint(key, keys)]) if {
+	some [path, object, keys] in shaped
+	is_object(object)
+	some key, _ in object
+	not key in keys
+}
+
+# A misspelt hook in the author's package rolegate.hooks would never run. Its
+# other rules are the author's helpers; only names that look like a hook are
+# flagged (deny…/allow…, or one slip from a hook's name). Rules over input are
+# evaluated here without one: a partial set shows as an empty set (flagged), a
+# complete rule is undefined and cannot be seen.
+hook_names := {"deny_connect", "deny_statement"}
+
+errors contains sprintf("unknown-key: data.rolegate.hooks.%s is not a hook the library reads (%s)", [key, hint(key, hook_names)]) if {
+	some key, _ in data.rolegate.hooks
+	not key in hook_names
+	looks_like_a_hook(lower(key))
+}
+
+looks_like_a_hook(key) if startswith(key, "deny")
+
+looks_like_a_hook(key) if startswith(key, "allow")
+
+looks_like_a_hook(key) if {
+	some name in hook_names
+	similar_key(key, name)
+}
+
+# "did you mean require_tls?": known keys that start with the same three
+# letters, or that are one slip away (a letter wrong, missing or extra, or two
+# letters swapped).
+hint(key, keys) := sprintf("did you mean %s?", [concat(" or ", sort(similar))]) if {
+	similar := {known | some known in keys; similar_key(lower(key), known)}
+	count(similar) > 0
+} else := sprintf("known keys: %s", [concat(", ", sort(keys))])
+
+similar_key(key, known) if substring(key, 0, 3) == substring(known, 0, 3)
+
+similar_key(key, known) if {
+	count(key) == count(known)
+	differing := [i | some i in numbers.range(0, count(key) - 1); substring(key, i, 1) != substring(known, i, 1)]
+	count(differing) <= 2
+}
+
+similar_key(key, known) if one_letter_more(key, known)
+
+similar_key(key, known) if one_letter_more(known, key)
+
+one_letter_more(longer, shorter) if {
+	count(longer) == count(shorter) + 1
+	some i in numbers.range(0, count(shorter))
+	concat("", [substring(longer, 0, i), substring(longer, i + 1, -1)]) == shorter
+}
+
 # --- roles --------------------------------------------------------------------
 
 errors contains sprintf("roles[%q].kind %v is not a kind of data.catalog.kinds", [role, object.get(entry, "kind", null)]) if {
@@ -107,8 +259,20 @@ errors contains "maintenance_windows must be an array" if {
 	not is_array(data.maintenance_windows)
 }
 
-errors contains sprintf("maintenance_windows[%d] must be an object", [i]) if {
+# [path, window, known keys] of every window: the maintenance windows and each
+# service's write windows share the checks below (and the code that opens them).
+window_entries contains [sprintf("maintenance_windows[%d]", [i]), window, maintenance_window_keys] if {
 	some i, window in windows
+}
+
+window_entries contains [sprintf("services[%q].write_windows[%d]", [name, i]), window, write_window_keys] if {
+	some name, service in data.services
+	is_array(service.write_windows)
+	some i, window in service.write_windows
+}
+
+errors contains sprintf("%s must be an object", [path]) if {
+	some [path, window, _] in window_entries
 	not is_object(window)
 }
 
@@ -117,20 +281,20 @@ errors contains sprintf("maintenance_windows[%d].name must be a non-empty string
 	not non_empty_string(object.get(window, "name", null))
 }
 
-errors contains sprintf("maintenance_windows[%d].%s must be \"HH:MM\" (00:00 to 24:00)", [i, field]) if {
-	some i, window in windows
+errors contains sprintf("%s.%s must be \"HH:MM\" (00:00 to 24:00)", [path, field]) if {
+	some [path, window, _] in window_entries
 	some field in ["start", "end"]
 	not valid_clock(object.get(window, field, null))
 }
 
-errors contains sprintf("maintenance_windows[%d].weekdays: %v is not a day name like \"Sunday\"", [i, day]) if {
-	some i, window in windows
+errors contains sprintf("%s.weekdays: %v is not a day name like \"Sunday\"", [path, day]) if {
+	some [path, window, _] in window_entries
 	some day in window.weekdays
 	not valid_day(day)
 }
 
-errors contains sprintf("maintenance_windows[%d].%s must be an array of names", [i, field]) if {
-	some i, window in windows
+errors contains sprintf("%s.%s must be an array of names", [path, field]) if {
+	some [path, window, _] in window_entries
 	some field in ["weekdays", "services", "databases"]
 	value := window[field]
 	not non_empty_string_array(value)
@@ -186,6 +350,31 @@ non_empty_string_array(value) if {
 	every item in value {
 		non_empty_string(item)
 	}
+}
+
+# "orders" or "public.orders": one dot at most, no empty part.
+table_name_array(value) if {
+	is_array(value)
+	every item in value {
+		is_string(item)
+		regex.match(`^[^.]+(\.[^.]+)?$`, item)
+	}
+}
+
+# An allow list admits the written entry: listed as is, or an unqualified allow
+# entry covers every schema, or an unqualified write entry is allowed in some schema.
+admitted(entry, allow) if entry in allow
+
+admitted(entry, allow) if {
+	parts := split(entry, ".")
+	count(parts) == 2
+	parts[1] in allow
+}
+
+admitted(entry, allow) if {
+	not contains(entry, ".")
+	some allowed in allow
+	endswith(allowed, concat("", [".", entry]))
 }
 
 valid_cidr(value) if {

@@ -153,3 +153,92 @@ test_missing_service_fields_fail_closed if {
 test_first_of_nothing_is_undefined if {
 	not rolegate.first(set())
 }
+
+# orders-svc restricted to some tables and to office hours, as data only.
+restricted := object.union(f.services, {"orders-svc": object.union(f.services["orders-svc"], {
+	"tables": {"allow": ["public.orders", "public.customers"], "write": ["public.orders"]},
+	"write_windows": [{"weekdays": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"], "start": "08:00", "end": "18:00"}],
+})})
+
+restricted_statement(doc) := result if {
+	result := rolegate.statement with input as doc
+		with data.services as restricted
+		with data.roles as f.roles
+		with data.maintenance_windows as f.windows
+}
+
+test_table_lists_and_write_windows_from_data if {
+	office := f.at("Tuesday", 10, 0)
+	restricted_statement(f.statement("app_writer", "UPDATE", object.union(f.writes("orders"), office))).rule == "allow-write"
+	restricted_statement(f.statement("app_writer", "SELECT", object.union(f.reads("payments"), office))) == {
+		"allow": false,
+		"rule": "service-table-not-allowed",
+		"reason": "orders-svc may not use table payments (not in its tables.allow)",
+	}
+	restricted_statement(f.statement("app_writer", "UPDATE", object.union(f.writes("customers"), office))).rule == "service-table-not-writable"
+	evening := f.at("Tuesday", 19, 0)
+	restricted_statement(f.statement("app_writer", "UPDATE", object.union(f.writes("orders"), evening))).rule == "service-write-window"
+	restricted_statement(f.statement("app_reader", "SELECT", object.union(f.reads("orders"), evening))).rule == "allow-read"
+}
+
+test_new_denials_rank_between_the_shipped_ones if {
+	# an unlisted table beats the role kind (75 < 80)
+	reader_writes := f.statement("app_reader", "DELETE", object.union(f.writes("payments"), f.at("Tuesday", 10, 0)))
+	restricted_statement(reader_writes).rule == "service-table-not-allowed"
+
+	# the role kind beats an unwritable table (80 < 85): a reader cannot write anywhere
+	reader_writes_listed := f.statement("app_reader", "DELETE", object.union(f.writes("customers"), f.at("Tuesday", 10, 0)))
+	restricted_statement(reader_writes_listed).rule == "read-only-role"
+
+	# the service's own window beats a maintenance window (88 < 90)
+	sunday := f.statement("app_writer", "DELETE", object.union(f.writes("orders"), f.at("Sunday", 3, 0)))
+	restricted_statement(sunday).rule == "service-write-window"
+}
+
+test_hook_denials_reach_both_entry_points if {
+	hook := {{"rule": "no-friday-deploys", "reason": "not on a Friday"}}
+	decision := rolegate.statement with input as f.statement("app_reader", "SELECT", f.reads("orders"))
+		with data.services as f.services
+		with data.roles as f.roles
+		with data.rolegate.hooks.deny_statement as hook
+	decision == {"allow": false, "rule": "no-friday-deploys", "reason": "not on a Friday"}
+	denied := rolegate.connect with input as f.connect("orders-svc", {})
+		with data.services as f.services
+		with data.roles as f.roles
+		with data.rolegate.hooks.deny_connect as {"night only"}
+	denied == {"allow": false, "role": null, "database": null, "rule": "hook-denied", "reason": "night only"}
+}
+
+test_hook_priority_ranks_it_among_the_shipped_denials if {
+	doc := f.statement("app_reader", "DELETE", f.writes("orders"))
+	late := rolegate.statement with input as doc
+		with data.services as f.services
+		with data.roles as f.roles
+		with data.rolegate.hooks.deny_statement as {{"rule": "mine", "reason": "r"}}
+	late.rule == "read-only-role"
+	early := rolegate.statement with input as doc
+		with data.services as f.services
+		with data.roles as f.roles
+		with data.rolegate.hooks.deny_statement as {{"rule": "mine", "reason": "r", "priority": 5}}
+	early.rule == "mine"
+}
+
+test_each_optional_concern_alone_is_consulted if {
+	only_windows := object.union(f.services, {"orders-svc": object.union(f.services["orders-svc"], {"write_windows": []})})
+	windows := rolegate.statement with input as f.statement("app_writer", "DELETE", f.writes("orders"))
+		with data.services as only_windows
+		with data.roles as f.roles
+	windows.rule == "service-write-window"
+	only_tables := object.union(f.services, {"orders-svc": object.union(f.services["orders-svc"], {"tables": {"allow": []}})})
+	tables := rolegate.statement with input as f.statement("app_reader", "SELECT", f.reads("orders"))
+		with data.services as only_tables
+		with data.roles as f.roles
+	tables.rule == "service-table-not-allowed"
+
+	# a false hook adds nothing, and the shipped grant decides
+	hooked := rolegate.statement with input as f.statement("app_reader", "SELECT", f.reads("orders"))
+		with data.services as f.services
+		with data.roles as f.roles
+		with data.rolegate.hooks.deny_statement as false
+	hooked.rule == "allow-read"
+}

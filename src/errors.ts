@@ -49,6 +49,8 @@ export const ERRORS = {
   // policy and config (CLI / supervisor side; no client sees these)
   RG_CONFIG_INVALID: { sqlstate: 'F0000', message: 'invalid configuration' },
   RG_POLICY_BUILD: { sqlstate: 'F0000', message: 'policy could not be built' },
+  /** The policy built but failed a build-time check (strict/schema type check, smoke test of the entry points); the running policy stays active. */
+  RG_POLICY_CHECK: { sqlstate: 'F0000', message: 'policy failed the build-time checks' },
   RG_POLICY_LOAD: { sqlstate: 'F0000', message: 'policy could not be loaded' },
   RG_POLICY_EVAL: { sqlstate: 'XX000', message: 'policy evaluation failed' },
   // audit and metrics

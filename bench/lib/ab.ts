@@ -113,7 +113,7 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
     for (const [i, variant] of options.variants.entries()) {
       const file = path.join(dir, `variant-${i}.yaml`);
       const extra = typeof variant.yaml === 'function' ? variant.yaml(dir) : (variant.yaml ?? '');
-      writeFileSync(file, base + extra);
+      writeFileSync(file, withVariant(base, extra));
       const p = await startProxy(file, variant.nodeArgs ?? [], variant.root);
       children.push(p.child);
       proxies.push({ variant, port: p.port, pid: p.child.pid as number });
@@ -192,5 +192,19 @@ export async function runAb(options: AbOptions): Promise<Map<string, Map<string,
     await pg.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The demo config with a variant's YAML appended; a top-level key the variant
+ * sets replaces the demo config's one-line entry of that key (e.g. `policy:`),
+ * so a variant can change what the demo config already sets.
+ */
+export function withVariant(base: string, extra: string): string {
+  const keys = new Set([...extra.matchAll(/^([a-z_]+):/gm)].map((m) => m[1]));
+  const kept = base.split('\n').filter((line) => {
+    const m = /^([a-z_]+): \{.*\}$/.exec(line);
+    return m === null || !keys.has(m[1]);
+  });
+  return kept.join('\n') + extra;
 }
 

@@ -12,7 +12,7 @@
 //                and counted (rolegate_audit_records_dropped_total). Default for
 //                stdout and http.
 
-import type { AuditMode, ParameterMode } from '../config/config.ts';
+import type { AuditInputMode, AuditMode, ParameterMode } from '../config/config.ts';
 import type { AuditSink, AuditSinkStats, ChunkLease } from './sinks.ts';
 import { formatRecord, prepareRecord, type AuditRecord, type PrepareOptions } from './record.ts';
 
@@ -24,8 +24,10 @@ export interface AuditorOptions {
   parameters: ParameterMode;
   /** parameters: full — each value is cut to this many bytes (text) or half as many (hex). */
   maxParameterBytes?: number;
-  /** A record's table and parameter lists are each cut to this many bytes of JSON (auditListBudget() in setup.ts); default: no bound. */
+  /** A record's table and parameter lists are each cut to this many bytes of JSON, and a larger input left out (auditListBudget() in setup.ts); default: no bound. */
   maxListBytes?: number;
+  /** audit.input; default off. */
+  input?: AuditInputMode;
 }
 
 /** What a session needs, in either thread. Implementations never throw and never block. */
@@ -34,6 +36,10 @@ export interface AuditRecorder {
   readonly enabled: boolean;
   readonly parameters: ParameterMode;
   readonly maxParameterBytes: number;
+  /** audit.input: what records hold of the policy input (absent: off). */
+  readonly input?: AuditInputMode;
+  /** audit.max_sql_bytes (a full input's statement.sql is cut to it like `sql`). */
+  readonly maxSqlBytes?: number;
   /** false only in fail-closed mode while records cannot be written: refuse with RG_AUDIT_UNAVAILABLE. */
   canProceed(): boolean;
   /** Prepare (truncate), format and queue one record. The record object is the caller's and is modified. */
@@ -45,6 +51,7 @@ export const NO_AUDIT: AuditRecorder = Object.freeze({
   enabled: false,
   parameters: 'off',
   maxParameterBytes: 0,
+  input: 'off',
   canProceed: () => true,
   record: () => {},
 });
@@ -62,6 +69,8 @@ export class Auditor implements AuditRecorder {
   readonly mode: AuditMode;
   readonly parameters: ParameterMode;
   readonly maxParameterBytes: number;
+  readonly input: AuditInputMode;
+  readonly maxSqlBytes: number;
   private readonly prepare: PrepareOptions;
   private workerDropped = 0;
   private formatFailures = 0;
@@ -72,6 +81,8 @@ export class Auditor implements AuditRecorder {
     this.parameters = options.parameters;
     this.prepare = { maxSqlBytes: options.maxSqlBytes, maxListBytes: options.maxListBytes };
     this.maxParameterBytes = options.maxParameterBytes ?? 256;
+    this.input = options.input ?? 'off';
+    this.maxSqlBytes = options.maxSqlBytes;
   }
 
   canProceed(): boolean {

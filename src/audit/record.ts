@@ -25,6 +25,30 @@ export type StatementOutcome = 'complete' | 'error' | 'suspended' | 'not-run' | 
  */
 export type AuditParameter = null | { bytes: number; text?: string; hex?: string; truncated?: true };
 
+/**
+ * A decision's policy input as its record carries it (audit.input): JSON text,
+ * line-safe, made from parts cached per session, statement and millisecond
+ * (record-input.ts), and written into the line as it is. toJSON gives
+ * JSON.stringify(record) the same text formatRecord writes.
+ */
+export class RecordInput {
+  readonly json: string;
+  constructor(json: string) {
+    this.json = json;
+  }
+  toJSON(): unknown {
+    return JSON.parse(this.json);
+  }
+}
+
+/** The shadow candidate's different answer: what would change, its rule and reason, its revision. */
+export interface AuditShadow {
+  change: 'allow_to_deny' | 'deny_to_allow';
+  rule: string | null;
+  reason: string | null;
+  revision: string;
+}
+
 export interface AuditRecord {
   /** First key on purpose: tells audit lines from pino log lines on a shared stdout. */
   audit: AuditEvent;
@@ -77,6 +101,16 @@ export interface AuditRecord {
   query_us?: number;
   /** Rows from the CommandComplete tag (INSERT 0 5 → 5, SELECT 10 → 10); null when the tag has none. */
   rows?: number | null;
+
+  // ---- shadow mode (policy.shadow)
+  /** Present when the shadow candidate decided this record's decision differently. */
+  shadow?: AuditShadow;
+
+  // ---- audit.input facts | full
+  /** The decision's policy input: facts — what the other fields lack; full — the whole document. Absent when the policy was not asked. */
+  input?: RecordInput;
+  /** Present when the input did not fit the record's budget: its size in bytes (the record carries no input). */
+  input_omitted?: number;
 }
 
 /**
@@ -112,6 +146,7 @@ export function newRecord(
   command: string | null | undefined,
   tables: string[] | undefined,
   parameters: AuditParameter[] | undefined,
+  input: RecordInput | undefined = undefined,
 ): AuditRecord {
   return {
     audit,
@@ -143,12 +178,15 @@ export function newRecord(
     sqlstate: undefined,
     query_us: undefined,
     rows: undefined,
+    shadow: undefined,
+    input,
+    input_omitted: undefined,
   };
 }
 
 export interface PrepareOptions {
   maxSqlBytes: number;
-  /** Bound on the JSON of each of `tables` and `parameters` (counted as if every character needed an escape); default: none. */
+  /** Bound on the JSON of each of `tables`, `parameters` (counted as if every character needed an escape) and `input` (UTF-8 bytes); default: none. */
   maxListBytes?: number;
 }
 
@@ -159,6 +197,8 @@ export interface PrepareOptions {
  * first entries and counts the rest (tables_omitted, parameters_omitted). So
  * bounded, a record always fits the queues (setup.ts sizes the bound from
  * them): a client cannot make its statement's record too large to be written.
+ * An input past maxListBytes is left out whole and its size given
+ * (input_omitted): a cut input would show the policy facts it never saw.
  * (Text the operator controls — policy reasons — and identity names are not cut.)
  */
 export function prepareRecord(record: AuditRecord, options: PrepareOptions): AuditRecord {
@@ -187,6 +227,15 @@ export function prepareRecord(record: AuditRecord, options: PrepareOptions): Aud
     if (keep < params.length) {
       record.parameters = params.slice(0, keep);
       record.parameters_omitted = params.length - keep;
+    }
+  }
+  const input = record.input;
+  // Already escaped JSON without lone surrogates: at most 3 UTF-8 bytes per UTF-16 unit, so most inputs need no count.
+  if (input !== undefined && input.json.length * 3 > budget) {
+    const bytes = Buffer.byteLength(input.json, 'utf8');
+    if (bytes > budget) {
+      record.input = undefined;
+      record.input_omitted = bytes;
     }
   }
   return record;
@@ -251,12 +300,12 @@ function escapeUnit(ch: string): string {
 }
 
 /** A JSON value as one safe line: JSON.stringify, then the line-unsafe characters it leaves raw escaped. */
-function safeJson(value: unknown): string {
+export function safeJson(value: unknown): string {
   return JSON.stringify(value).replace(LINE_UNSAFE, escapeUnit);
 }
 
 /** A string as a JSON string literal, line-safe (most audit strings need no escape: one scan, no copy). */
-function str(text: string): string {
+export function str(text: string): string {
   return NEEDS_ESCAPE.test(text) ? safeJson(text) : `"${text}"`;
 }
 
@@ -377,6 +426,9 @@ export class RecordFormatter {
     if (r.sqlstate !== undefined) line += `,"sqlstate":${str(r.sqlstate)}`;
     if (r.query_us !== undefined) line += `,"query_us":${num(r.query_us)}`;
     if (r.rows !== undefined) line += `,"rows":${r.rows === null ? 'null' : num(r.rows)}`;
+    if (r.shadow !== undefined) line += `,"shadow":${safeJson(r.shadow)}`;
+    if (r.input !== undefined) line += `,"input":${r.input.json}`;
+    if (r.input_omitted !== undefined) line += `,"input_omitted":${num(r.input_omitted)}`;
     return `${line}}\n`;
   }
 

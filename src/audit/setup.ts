@@ -9,11 +9,13 @@ import { FileSink, HttpSink, StdoutSink, type AuditSink } from './sinks.ts';
 import { WorkerAuditor, type AuditControlMessage, type AuditHealth, type AuditPost } from './worker-side.ts';
 
 /**
- * The bound on each of a record's two client-made lists, tables and bound
- * parameters (prepareRecord): half of what the smallest queue a record passes
+ * The bound on each of a record's client-made lists, tables and bound
+ * parameters, and with audit.input on also its input (prepareRecord): half
+ * (a third with input) of what the smallest queue a record passes
  * through — the worker's buffer, the sink's queue — holds besides the longest
  * SQL text (6 × max_sql_bytes when every byte needs an escape) and 4 KiB for
- * the other fields; at most 1 MiB. A Bind carries up to 32 767 values and a
+ * the other fields; at most 1 MiB. (A full input's own statement.sql is cut
+ * to max_sql_bytes too, and counted within the input's bound.) A Bind carries up to 32 767 values and a
  * long statement names any number of tables: unbounded, one record could
  * outgrow every queue and be dropped — in fail-closed mode, a statement run
  * without its record. At least ~6 KiB (the queues' minimum is 8 × max_sql_bytes, at least 64 KiB).
@@ -21,7 +23,8 @@ import { WorkerAuditor, type AuditControlMessage, type AuditHealth, type AuditPo
 export function auditListBudget(config: AuditConfig): number {
   const sinkBytes = config.sink === 'stdout' ? config.stdout.maxQueuedBytes : config.sink === 'file' ? (config.file?.maxQueuedBytes ?? 0) : (config.http?.maxQueuedBytes ?? 0);
   const smallest = Math.min(config.worker.bufferBytes, sinkBytes);
-  return Math.min(1024 * 1024, Math.floor((smallest - 6 * config.maxSqlBytes - 4096) / 2));
+  const lists = (config.input ?? 'off') === 'off' ? 2 : 3;
+  return Math.min(1024 * 1024, Math.floor((smallest - 6 * config.maxSqlBytes - 4096) / lists));
 }
 
 /** Open the configured sink (the file is opened now: a bad path fails start-up with RG_AUDIT_SINK). */
@@ -52,7 +55,7 @@ export async function startMainAudit(
   onHealthChange?: (healthy: boolean, lastError: string | null) => void,
 ): Promise<AuditHub> {
   const sink = await openAuditSink(config);
-  const auditor = new Auditor(sink, { mode: config.mode, maxSqlBytes: config.maxSqlBytes, parameters: config.parameters, maxParameterBytes: config.maxParameterBytes, maxListBytes: auditListBudget(config) });
+  const auditor = new Auditor(sink, { mode: config.mode, maxSqlBytes: config.maxSqlBytes, parameters: config.parameters, maxParameterBytes: config.maxParameterBytes, maxListBytes: auditListBudget(config), input: config.input ?? 'off' });
   return new AuditHub(auditor, broadcast, sendTo, onHealthChange);
 }
 
@@ -66,6 +69,7 @@ export function createWorkerAuditor(config: AuditConfig, workerId: number, post:
       parameters: config.parameters,
       maxParameterBytes: config.maxParameterBytes,
       maxListBytes: auditListBudget(config),
+      input: config.input ?? 'off',
       bufferRecords: config.worker.bufferRecords,
       bufferBytes: config.worker.bufferBytes,
       batchRecords: config.worker.batchRecords,

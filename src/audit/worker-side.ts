@@ -25,7 +25,7 @@
 
 import { formatRecord, prepareRecord, type AuditRecord, type PrepareOptions } from './record.ts';
 import type { AuditorOptions, AuditRecorder } from './auditor.ts';
-import type { AuditMode, ParameterMode } from '../config/config.ts';
+import type { AuditInputMode, AuditMode, ParameterMode } from '../config/config.ts';
 
 export type AuditHealth = 'healthy' | 'unhealthy' | 'unknown';
 
@@ -230,6 +230,8 @@ export class WorkerAuditor implements AuditRecorder {
   readonly enabled = true;
   readonly parameters: ParameterMode;
   readonly maxParameterBytes: number;
+  readonly input: AuditInputMode;
+  readonly maxSqlBytes: number;
   readonly buffer: AuditBuffer;
   private readonly options: WorkerAuditorOptions;
   private readonly post: AuditPost;
@@ -244,6 +246,8 @@ export class WorkerAuditor implements AuditRecorder {
     this.post = post;
     this.parameters = options.parameters;
     this.maxParameterBytes = options.maxParameterBytes ?? 256;
+    this.input = options.input ?? 'off';
+    this.maxSqlBytes = options.maxSqlBytes;
     this.prepare = { maxSqlBytes: options.maxSqlBytes, maxListBytes: options.maxListBytes };
     this.maxInFlight = options.maxInFlightRecords ?? options.bufferRecords;
     this.buffer = new AuditBuffer({ mode: options.mode, maxRecords: options.bufferRecords, maxBytes: options.bufferBytes, batchRecords: options.batchRecords });

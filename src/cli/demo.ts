@@ -2,13 +2,13 @@
 // example config using the shipped policy, and the proxy in front of it.
 
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { createScramVerifier } from '../auth/scram.ts';
 import { loadConfigFile } from '../config/config.ts';
+import { RolegateError } from '../errors.ts';
 import { startLocalPostgres } from './local-postgres.ts';
 import { runProxy } from './run.ts';
 
@@ -46,7 +46,18 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_writer;`,
   );
 }
 
-export function demoConfigYaml(options: { port: number; upstreamPort: number; rolePasswords: Record<string, string>; withPolicy: boolean }): string {
+export interface DemoConfigOptions {
+  port: number;
+  upstreamPort: number;
+  rolePasswords: Record<string, string>;
+  withPolicy: boolean;
+  /** Admin HTTP on 127.0.0.1 at this port (0 = any free one); omitted: no admin: section. */
+  adminPort?: number;
+  /** shutdown.drain_timeout_ms; omitted: the default. */
+  drainTimeoutMs?: number;
+}
+
+export function demoConfigYaml(options: DemoConfigOptions): string {
   const users = Object.entries(DEMO_USERS)
     .map(([name, pw]) => {
       const staticRole = name === 'migrator' ? 'app_admin' : name === 'orders-svc' ? 'app_writer' : 'app_reader';
@@ -66,24 +77,46 @@ roles:
 ${roles}
 users:
 ${users}
-${options.withPolicy ? `policy: { dir: ${JSON.stringify(path.join(REPO, 'policies'))} }\n` : ''}`;
+${options.withPolicy ? `policy: { dir: ${JSON.stringify(path.join(REPO, 'policies'))} }\n` : ''}${
+    options.adminPort === undefined ? '' : `admin: { host: 127.0.0.1, port: ${options.adminPort} }\n`
+  }${options.drainTimeoutMs === undefined ? '' : `shutdown: { drain_timeout_ms: ${options.drainTimeoutMs} }\n`}`;
 }
 
-export async function runDemo(options: { port: number; logLevel: string }): Promise<void> {
+/** Default admin port of the demo (`--admin-port`); 0 picks any free port. */
+export const DEMO_ADMIN_PORT = 9187;
+// Ctrl-C should end a demo promptly even with a psql session open: sessions
+// get this long to finish, then 57P01 (admin_shutdown) and close.
+const DEMO_DRAIN_TIMEOUT_MS = 3000;
+
+export async function runDemo(options: { port: number; adminPort: number; logLevel: string }): Promise<void> {
   const log = pino({ level: options.logLevel });
   process.stderr.write('rolegate demo: starting a throwaway PostgreSQL (initdb)…\n');
   const pg = await startLocalPostgres();
+  // Beside the database, so that whatever removes the cluster (stop, or the
+  // exit/signal cleanup) removes the config and its role passwords too.
+  const configFile = path.join(pg.tmpDir, 'rolegate.yaml');
   const rolePasswords = Object.fromEntries(DEMO_ROLES.map((r) => [r, randomBytes(12).toString('hex')]));
   await prepareDemoDatabase((sql, database) => pg.psql(sql, database === undefined ? {} : { database }), rolePasswords);
-  const dir = mkdtempSync(path.join(tmpdir(), 'rolegate-demo-'));
-  const configFile = path.join(dir, 'rolegate.yaml');
-  writeFileSync(configFile, demoConfigYaml({ port: options.port, upstreamPort: pg.port, rolePasswords, withPolicy: true }), { mode: 0o600 });
+  writeFileSync(
+    configFile,
+    demoConfigYaml({ port: options.port, upstreamPort: pg.port, rolePasswords, withPolicy: true, adminPort: options.adminPort, drainTimeoutMs: DEMO_DRAIN_TIMEOUT_MS }),
+    { mode: 0o600 },
+  );
   const config = loadConfigFile(configFile);
-  const { supervisor } = await runProxy(config, log, options.logLevel);
+  // SIGINT/SIGTERM: the proxy drains first, then the database stops and its
+  // temp dir goes. SIGHUP reloads the config and policy; the database stays.
+  const { supervisor, adminPort } = await runProxy(config, log, options.logLevel, { onStopped: () => pg.stop() }).catch((err: unknown) => {
+    // The default ports are fixed: say how to pick others (the database goes with the process).
+    const message = err instanceof Error ? err.message : String(err);
+    if (!/EADDRINUSE/.test(message)) throw err;
+    throw new RolegateError('RG_INTERNAL', `${message}: choose free ports with --port N and --admin-port N (0 = any free port)`, { cause: err });
+  });
+  const admin = adminPort === null ? null : `http://127.0.0.1:${adminPort}`;
   const url = (name: keyof typeof DEMO_USERS, extra = ''): string => `psql "postgresql://${name}:${DEMO_USERS[name]}@127.0.0.1:${supervisor.port}/app${extra}"`;
   process.stderr.write(`
 rolegate demo is running: proxy on 127.0.0.1:${supervisor.port} → PostgreSQL on 127.0.0.1:${pg.port} (data in ${pg.dataDir})
 config: ${configFile}   policy: ${path.join(REPO, 'policies')} (services in policies/data.json)
+admin:  ${admin ?? '(none)'}  (/status.html, /status, /metrics, /healthz, /readyz, POST /reload)
 
 Connect as one of the demo services:
   reporting-svc reads:            ${url('reporting-svc')}
@@ -93,6 +126,7 @@ Connect as one of the demo services:
 
 Try:  SELECT * FROM orders LIMIT 5;     DELETE FROM orders;   (42501 for a reader)
       SELECT pg_read_file('/etc/passwd');                       (denied for everyone)
+Reload the config and policy:  kill -HUP ${process.pid}${admin === null ? '' : `   or   curl -X POST ${admin}/reload`}
 Ctrl-C stops the proxy and removes the throwaway database.
 `);
 }

@@ -7,10 +7,13 @@
 // `postgres` OS user and initdb/pg_ctl run under `runuser -u postgres`.
 //
 // Cleanup of a crashed run is best effort: while a cluster is running, a
-// process 'exit' listener and SIGINT/SIGTERM/SIGHUP listeners stop it
-// synchronously (`pg_ctl stop -m immediate`) and remove its temp dir. If this
-// process was the only SIGINT/SIGTERM/SIGHUP listener, the signal is re-raised
-// after cleanup so the process still dies of it. A SIGKILL cannot be caught:
+// process 'exit' listener stops it synchronously (`pg_ctl stop -m immediate`)
+// and removes its temp dir. SIGINT/SIGTERM/SIGHUP listeners do the same when
+// this module is the signal's only listener (the default action would kill the
+// process), then re-raise the signal so the process still dies of it. A signal
+// the program handles itself is the program's: SIGHUP is a reload for
+// `rolegate demo`, and its SIGINT/SIGTERM drain the proxy before stop(); the
+// cluster stays until stop() or the 'exit' listener. A SIGKILL cannot be caught:
 // the postmaster then keeps running (it is in its own session, pg_ctl detaches
 // it) until `pg_ctl stop -D <dataDir>` or a reboot; its temp dir is named
 // `rolegate-pg-*` under the OS temp dir.
@@ -50,6 +53,8 @@ export interface LocalPostgres {
   port: number;
   socketDir: string;
   dataDir: string;
+  /** The temp dir holding everything (data, socket, log) that stop() and the exit/signal cleanup remove; a caller may keep its own throwaway files there. */
+  tmpDir: string;
   superuser: string;
   superuserPassword: string;
   /** The server log (pg_ctl -l); with settings { log_statement: 'all' } it shows what reached the server. */
@@ -282,7 +287,7 @@ function makeCluster(
     return stdout.endsWith('\n') ? stdout.slice(0, -1) : stdout;
   };
 
-  return { host: HOST, port, socketDir, dataDir: ctx.dataDir, superuser: SUPERUSER, superuserPassword, logFile, psql, stop };
+  return { host: HOST, port, socketDir, dataDir: ctx.dataDir, tmpDir: ctx.tmpDir, superuser: SUPERUSER, superuserPassword, logFile, psql, stop };
 }
 
 async function stopServer(ctx: ClusterContext): Promise<void> {
@@ -349,11 +354,14 @@ function onExit(): void {
 }
 
 function onSignal(signal: NodeJS.Signals): void {
+  // The program handles this signal: it decides whether the process ends (the
+  // 'exit' listener still cleans up when it does). Removing the cluster here
+  // would delete the database of a process that carries on.
+  if (process.listenerCount(signal) > 1) return;
   cleanupAll();
-  const othersListen = process.listenerCount(signal) > 1;
   removeExitHooks();
   // Nobody else handles this signal: die of it as the default action would have.
-  if (!othersListen) process.kill(process.pid, signal);
+  process.kill(process.pid, signal);
 }
 
 function updateExitHooks(): void {

@@ -1,18 +1,21 @@
 // Builds the configured policy with the OPA CLI and compiles the wasm once in
 // the main thread (the compiled module is posted to every worker), and reloads
 // it: on SIGHUP, on a change to a policy or data file, and on request (admin
-// POST /reload). A policy that does not build, compile or instantiate is
-// refused with opa's own message and the running one stays active.
+// POST /reload). A policy that fails a build-time check (opa check --strict
+// against the input schemas, the wasm build, the smoke test of both entry
+// points: policy/checks.ts), or does not compile or instantiate, is refused
+// with every problem listed and the running one stays active.
 
 import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config, PolicyConfig } from '../config/config.ts';
-import { RolegateError } from '../errors.ts';
-import { buildPolicy } from '../policy/build.ts';
-import { compilePolicy, PolicyEngine } from '../policy/engine.ts';
+import { RolegateError, type ErrorCode } from '../errors.ts';
+import { buildCheckedPolicy } from '../policy/checks.ts';
+import { PolicyEngine } from '../policy/engine.ts';
 import { ensureOpa } from '../policy/opa-cli.ts';
+import { keepRevision, readPolicySources, sameSources } from '../policy/revisions.ts';
 import type { PolicyBundle } from '../policy/engine.ts';
 import type { Supervisor } from '../workers/supervisor.ts';
 
@@ -21,16 +24,50 @@ async function opaFor(policy: PolicyConfig, log: Logger): Promise<string> {
   return ensureOpa({ log: (line) => log.info({}, line) });
 }
 
-export async function loadPolicyBundle(config: Config, log: Logger): Promise<PolicyBundle> {
+export interface LoadPolicyOptions {
+  /**
+   * Keep the built revision in policy.revisions (when configured); default
+   * true: the proxy loads a policy to make it active. check-config does not.
+   */
+  keepRevision?: boolean;
+}
+
+export async function loadPolicyBundle(config: Config, log: Logger, options: LoadPolicyOptions = {}): Promise<PolicyBundle> {
   const policy = config.policy;
   if (policy === null) throw new RolegateError('RG_POLICY_LOAD', 'no policy: section in the config');
   const opaPath = await opaFor(policy, log);
-  const built = await buildPolicy({ dir: policy.dir, opaPath, ...(policy.dataFile === null ? {} : { dataFile: policy.dataFile }) });
-  const artifact = await compilePolicy(built);
+  const store = options.keepRevision === false ? undefined : policy.revisions;
+  // The sources as they were when the build started (a file saved during the build is caught below).
+  const sourcesBefore = store === undefined ? null : await readPolicySources(policy.dir, policy.dataFile).catch(() => null);
+  const { built, artifact } = await buildCheckedPolicy({ dir: policy.dir, opaPath, ...(policy.dataFile === null ? {} : { dataFile: policy.dataFile }) });
   // Instantiate once here: a module that cannot load or take its data is refused
   // before any worker sees it.
   await PolicyEngine.create(artifact);
-  return { ...artifact, readsStatementText: await mentionsSql(policy.dir) };
+  const bundle = { ...artifact, readsStatementText: await mentionsSql(policy.dir) };
+  if (store !== undefined) {
+    // Kept before it becomes active, so every revision that ever decides is there to replay. A store
+    // that cannot be written is logged, never a reason to refuse the policy.
+    try {
+      const sourcesAfter = await readPolicySources(policy.dir, policy.dataFile).catch(() => null);
+      const sources = sourcesBefore !== null && sourcesAfter !== null && sameSources(sourcesBefore, sourcesAfter) ? sourcesBefore : null;
+      const kept = await keepRevision(store.dir, store.maxCount, { revision: built.revision, wasm: built.wasm, data: built.data, readsStatementText: bundle.readsStatementText, sourceDir: policy.dir, dataFile: policy.dataFile, sources });
+      if (kept.added) log.info({ revision: built.revision, path: kept.path, evicted: kept.evicted, sources: sources !== null }, 'policy revision kept');
+    } catch (err) {
+      log.warn({ revision: built.revision, dir: store.dir, err: err instanceof Error ? err.message : String(err) }, 'policy revision not kept');
+    }
+  }
+  return bundle;
+}
+
+/** The candidate of policy.shadow, built and checked exactly like the active policy; null when none is configured. */
+export async function loadShadowBundle(config: Config, log: Logger): Promise<PolicyBundle | null> {
+  const policy = config.policy;
+  const shadow = policy?.shadow;
+  if (policy === null || shadow === undefined) return null;
+  const opaPath = await opaFor(policy, log);
+  const { artifact } = await buildCheckedPolicy({ dir: shadow.dir, opaPath, ...(shadow.dataFile === null ? {} : { dataFile: shadow.dataFile }) });
+  await PolicyEngine.create(artifact);
+  return { ...artifact, readsStatementText: await mentionsSql(shadow.dir) };
 }
 
 /**
@@ -53,15 +90,25 @@ export async function mentionsSql(dir: string): Promise<boolean> {
 
 export interface ReloadOutcome {
   ok: boolean;
+  /** The revision active after the reload (a refused reload leaves the previous one). */
   revision: string | null;
   previous: string | null;
+  /** What happened; for a refusal, every problem (opa's file:line messages, the checks'). */
   message: string;
   changed: boolean;
+  /** When the reload finished (ISO 8601). */
+  at: string;
+  /** What asked for it: SIGHUP, admin POST /reload, a file change. */
+  reason: string;
+  /** Why it was refused (RG_POLICY_CHECK, RG_POLICY_BUILD, RG_CONFIG_INVALID, …); null when it was not. */
+  code: ErrorCode | null;
 }
 
 /** Serialises reloads: one at a time; requests during a reload coalesce into one more. */
 export class PolicyReloader {
   revision: string | null;
+  /** The shadow candidate deciding beside the active policy (policy.shadow), or null. */
+  shadow: PolicyBundle | null;
   lastOutcome: ReloadOutcome | null = null;
   /** Observer of every reload's outcome (metrics). */
   onOutcome: ((outcome: ReloadOutcome) => void) | null = null;
@@ -73,11 +120,31 @@ export class PolicyReloader {
   private watchers: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | null = null;
 
-  constructor(config: Config, log: Logger, supervisor: Supervisor, initialRevision: string | null) {
+  constructor(config: Config, log: Logger, supervisor: Supervisor, initialRevision: string | null, initialShadow: PolicyBundle | null = null) {
     this.config = config;
     this.log = log;
     this.supervisor = supervisor;
     this.revision = initialRevision;
+    this.shadow = initialShadow;
+  }
+
+  get shadowRevision(): string | null {
+    return this.shadow?.revision ?? null;
+  }
+
+  /**
+   * The shadow candidate as configured now: rebuilt, or null when policy.shadow
+   * is gone. One that does not build keeps the previous candidate (logged; the
+   * active policy's reload goes on).
+   */
+  private async nextShadow(): Promise<{ bundle: PolicyBundle | null; problem: string | null }> {
+    try {
+      return { bundle: await loadShadowBundle(this.config, this.log), problem: null };
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      this.log.error({ shadow: this.config.policy?.shadow?.dir, err: message }, 'shadow policy refused; the previous candidate stays');
+      return { bundle: this.shadow, problem: `shadow policy refused (revision ${this.shadowRevision ?? 'none'} stays): ${message}` };
+    }
   }
 
   reload(reason: string): Promise<ReloadOutcome> {
@@ -95,32 +162,51 @@ export class PolicyReloader {
     return this.running;
   }
 
+  /**
+   * Records a reload that failed before the policy was looked at (an invalid
+   * config file), so /status shows it like a refused policy. The caller counts
+   * it in the metrics (onOutcome is not called).
+   */
+  recordRefusal(reason: string, message: string, code: ErrorCode): ReloadOutcome {
+    const outcome: ReloadOutcome = { ok: false, revision: this.revision, previous: this.revision, changed: false, message, at: new Date().toISOString(), reason, code };
+    this.lastOutcome = outcome;
+    return outcome;
+  }
+
   private async run(reason: string): Promise<ReloadOutcome> {
     const previous = this.revision;
-    let outcome: ReloadOutcome;
+    let outcome: Omit<ReloadOutcome, 'at' | 'reason' | 'code'>;
+    let code: ErrorCode | null = null;
     try {
       const bundle = await loadPolicyBundle(this.config, this.log);
-      if (bundle.revision === previous) {
-        outcome = { ok: true, revision: previous, previous, changed: false, message: 'policy unchanged' };
+      const shadow = await this.nextShadow();
+      const note = shadow.problem === null ? '' : `; ${shadow.problem}`;
+      if (bundle.revision === previous && (shadow.bundle?.revision ?? null) === this.shadowRevision) {
+        outcome = { ok: true, revision: previous, previous, changed: false, message: `policy unchanged${note}` };
       } else {
-        const applied = await this.supervisor.setPolicy(bundle);
+        const applied = await this.supervisor.setPolicy(bundle, shadow.bundle);
         const failed = applied.filter((a) => !a.ok);
         if (failed.length > 0) {
+          code = 'RG_POLICY_LOAD';
           outcome = { ok: false, revision: bundle.revision, previous, changed: true, message: `workers failed to apply the policy: ${failed.map((f) => `worker ${f.workerId}: ${f.message}`).join('; ')}` };
         } else {
           this.revision = bundle.revision;
-          outcome = { ok: true, revision: bundle.revision, previous, changed: true, message: `policy ${bundle.revision} active in ${applied.length} workers` };
+          this.shadow = shadow.bundle;
+          const shadowText = shadow.bundle === null ? '' : `, shadow ${shadow.bundle.revision} beside it`;
+          outcome = { ok: true, revision: bundle.revision, previous, changed: true, message: `policy ${bundle.revision} active in ${applied.length} workers${shadowText}${note}` };
         }
       }
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
+      code = err instanceof RolegateError ? err.code : 'RG_INTERNAL';
       outcome = { ok: false, revision: previous, previous, changed: false, message: `policy refused; revision ${previous ?? 'none'} stays active: ${message}` };
     }
-    this.lastOutcome = outcome;
-    this.onOutcome?.(outcome);
-    if (outcome.ok) this.log.info({ reason, revision: outcome.revision, previous, changed: outcome.changed }, 'policy reload');
-    else this.log.error({ reason, revision: outcome.revision, err: outcome.message }, 'policy reload failed');
-    return outcome;
+    const done: ReloadOutcome = { ...outcome, at: new Date().toISOString(), reason, code };
+    this.lastOutcome = done;
+    this.onOutcome?.(done);
+    if (done.ok) this.log.info({ reason, revision: done.revision, previous, changed: done.changed }, 'policy reload');
+    else this.log.error({ reason, revision: done.revision, code, err: done.message }, 'policy reload failed');
+    return done;
   }
 
   /** Rebuild when a .rego, data or schema file in the policy directory (or the data file) changes. */

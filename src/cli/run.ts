@@ -9,7 +9,8 @@ import { Supervisor } from '../workers/supervisor.ts';
 import { MetricsRegistry } from '../metrics/registry.ts';
 import { startMainAudit } from '../audit/setup.ts';
 import type { AuditHub } from '../audit/main-side.ts';
-import { loadPolicyBundle, PolicyReloader } from './policy-loader.ts';
+import { RolegateError } from '../errors.ts';
+import { loadPolicyBundle, loadShadowBundle, PolicyReloader } from './policy-loader.ts';
 
 export function withOverrides(config: Config, overrides: { port?: number | undefined; workers?: number | undefined }): Config {
   return {
@@ -22,14 +23,23 @@ export function withOverrides(config: Config, overrides: { port?: number | undef
 export interface RunningProxy {
   supervisor: Supervisor;
   reloader: PolicyReloader | null;
+  /** The admin HTTP port actually bound (admin.port 0 = any free one); null without an admin: section. */
+  adminPort: number | null;
 }
 
-export async function runProxy(config: Config, log: Logger, logLevel: string): Promise<RunningProxy> {
+export interface RunProxyOptions {
+  /** After SIGINT/SIGTERM drained the workers, before the process exits (the demo stops its database here). */
+  onStopped?: () => Promise<void>;
+}
+
+export async function runProxy(config: Config, log: Logger, logLevel: string, options: RunProxyOptions = {}): Promise<RunningProxy> {
   const startedAt = Date.now();
   const policy = config.policy === null ? null : await loadPolicyBundle(config, log);
+  // policy.shadow: a candidate that does not build stops the start like the active policy would.
+  const shadow = config.policy === null ? null : await loadShadowBundle(config, log);
   const metrics = new MetricsRegistry({ defaultMetrics: config.metrics.defaultMetrics, maxRuleLabels: config.metrics.maxRuleLabels });
   metrics.setPolicyRevision(policy?.revision ?? null);
-  const supervisor = new Supervisor({ config, log, policy, logLevel, fixedTimeMs: config.time.fixedMs, metrics, audit: null });
+  const supervisor = new Supervisor({ config, log, policy, shadow, logLevel, fixedTimeMs: config.time.fixedMs, metrics, audit: null });
   let auditHub: AuditHub | null = null;
   if (config.audit !== null) {
     // A sink that cannot be opened (bad path) refuses start-up: auditing was asked for.
@@ -43,7 +53,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
     auditHub = hub;
     metrics.setAuditSource(() => hub.stats());
   }
-  const reloader = config.policy === null ? null : new PolicyReloader(config, log, supervisor, policy?.revision ?? null);
+  const reloader = config.policy === null ? null : new PolicyReloader(config, log, supervisor, policy?.revision ?? null, shadow);
   if (reloader !== null) {
     reloader.onOutcome = (outcome) => {
       metrics.reloadOutcome(!outcome.ok ? 'failure' : outcome.changed ? 'success' : 'unchanged');
@@ -60,13 +70,16 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
     stopping = true;
     log.info({ signal }, 'shutdown requested');
     reloader?.close();
-    supervisor.shutdown(config.shutdown.drainTimeoutMs).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err: String(err) }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    supervisor
+      .shutdown(config.shutdown.drainTimeoutMs)
+      .then(() => options.onStopped?.())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err: String(err) }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -85,15 +98,20 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
         const fixed = ['listen', 'workers', 'admin', 'audit'] as const;
         const ignored = fixed.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(current[k]) && !(k === 'listen' && next.listen.port === 0));
         if (ignored.length > 0) log.warn({ keys: ignored }, 'config reload: these settings need a restart and keep their running values');
+        const timeChanged = JSON.stringify(next.time) !== JSON.stringify(current.time);
         current = { ...next, listen: current.listen, workers: current.workers, admin: current.admin, audit: current.audit };
         supervisor.setConfig(current);
         if (reloader !== null) reloader.config = current;
         log.info({ reason, file: current.file }, 'config reload');
+        // Each worker builds a new time source and decision cache with them; open sessions' next decisions use them.
+        if (timeChanged) log.info({ zone: current.time.zone, bucketMs: current.time.bucketMs, fixedMs: current.time.fixedMs }, 'config reload: new time settings apply to the next decisions');
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         log.error({ reason, err: message }, 'config reload failed; the running config stays active');
         metrics.reloadOutcome('failure');
-        return { ok: false, revision: reloader?.revision ?? null, message: `config refused; the running config stays active: ${message}`, changed: false };
+        const refused = `config refused; the running config stays active: ${message}`;
+        if (reloader !== null) return reloader.recordRefusal(reason, refused, err instanceof RolegateError ? err.code : 'RG_CONFIG_INVALID');
+        return { ok: false, revision: null, message: refused, changed: false };
       }
     }
     if (reloader !== null) return reloader.reload(reason);
@@ -107,12 +125,19 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
   reloader?.watch();
   const statusSource: StatusSource = {
     revision: () => reloader?.revision ?? null,
+    lastReload: () => reloader?.lastOutcome ?? null,
     startedAt,
     workers: () => metrics.workerStatus(),
     recentDenials: () => metrics.recentDenials(),
     audit: () => (auditHub === null ? null : { ...auditHub.stats(), sinkHealthy: auditHub.sinkHealthy }),
+    shadow: () => {
+      const revision = reloader?.shadowRevision ?? null;
+      if (revision === null) return null;
+      const disagreements = (change: string): number => metrics.counterTotal('rolegate_shadow_disagreements_total', { change });
+      return { revision, decisions: metrics.counterTotal('rolegate_shadow_decisions_total'), disagreements: { allow_to_deny: disagreements('allow_to_deny'), deny_to_allow: disagreements('deny_to_allow') } };
+    },
   };
-  await startAdminServer(config, log, {
+  const admin = await startAdminServer(config, log, {
     policyReady: () => config.policy === null || reloader?.revision !== null,
     auditReady: () => auditHub === null || auditHub.sinkHealthy || config.audit?.mode !== 'fail-closed',
     reload: (reason) => reloadAll(reason),
@@ -122,5 +147,6 @@ export async function runProxy(config: Config, log: Logger, logLevel: string): P
       ['/status.html', () => Promise.resolve([200, 'text/html; charset=utf-8', STATUS_PAGE])],
     ]),
   });
-  return { supervisor, reloader };
+  const address = admin?.address();
+  return { supervisor, reloader, adminPort: typeof address === 'object' && address !== null ? address.port : null };
 }

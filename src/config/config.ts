@@ -28,6 +28,22 @@ export interface PolicyConfig {
   dataFile: string | null;
   opaPath: string | null;
   watch: boolean;
+  /** policy.revisions: where every revision that was built to become active is kept (absent: not kept). */
+  revisions?: PolicyRevisionsConfig;
+  /** policy.shadow: a candidate policy decided beside the active one, never enforced (absent: off). */
+  shadow?: PolicyShadowConfig;
+}
+
+/** policy.shadow: where the candidate's Rego (and optionally its data file) live; reloaded with the active policy. */
+export interface PolicyShadowConfig {
+  dir: string;
+  dataFile: string | null;
+}
+
+/** policy.revisions: a content-addressed store of built policies, `<dir>/<revision>/`, the newest maxCount kept. */
+export interface PolicyRevisionsConfig {
+  dir: string;
+  maxCount: number;
 }
 
 export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
@@ -103,6 +119,9 @@ export type AuditMode = 'fail-closed' | 'best-effort';
 /** audit.parameters: what a record holds of bound parameters — nothing, their sizes (redacted), or their values cut to maxParameterBytes (full). */
 export type ParameterMode = 'off' | 'redacted' | 'full';
 
+/** audit.input: what a record holds of its decision's policy input — nothing, what the record's other fields lack (facts), or all of it (full). */
+export type AuditInputMode = 'off' | 'facts' | 'full';
+
 /** The default mode of each sink kind when audit.mode is not set. */
 export function defaultAuditMode(sink: AuditSinkKind): AuditMode {
   switch (sink) {
@@ -157,6 +176,8 @@ export interface AuditConfig {
   maxSqlBytes: number;
   parameters: ParameterMode;
   maxParameterBytes: number;
+  /** Absent: off. */
+  input?: AuditInputMode;
   worker: { bufferRecords: number; bufferBytes: number; batchRecords: number; flushIntervalMs: number };
   stdout: AuditStdoutConfig;
   /** Set when the audit: section has a file: key (required for sink: file). */
@@ -590,6 +611,21 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
       opaPath: opaPath === null ? null : path.resolve(baseDir, opaPath),
       watch: p.bool('watch', true),
     };
+    if (p.has('revisions')) {
+      const r = p.child('revisions');
+      policy.revisions = { dir: path.resolve(baseDir, r.string('dir')), maxCount: r.int('max_count', 100, 1, 100_000) };
+      r.finish();
+    } else {
+      p.value('revisions');
+    }
+    if (p.has('shadow')) {
+      const sh = p.child('shadow');
+      const shadowData = sh.optionalString('data_file');
+      policy.shadow = { dir: path.resolve(baseDir, sh.string('dir')), dataFile: shadowData === null ? null : path.resolve(baseDir, shadowData) };
+      sh.finish();
+    } else {
+      p.value('shadow');
+    }
     p.finish();
   } else {
     top.value('policy');
@@ -677,6 +713,7 @@ function readAudit(top: Reader, problems: Problems, baseDir: string, env: NodeJS
   const maxSqlBytes = a.int('max_sql_bytes', 4096, 64, MIB);
   const parameters = a.oneOf('parameters', ['off', 'redacted', 'full'] as const, 'off');
   const maxParameterBytes = a.int('max_parameter_bytes', 256, 1, 65536);
+  const input = a.oneOf('input', ['off', 'facts', 'full'] as const, 'off');
   // A queue must hold at least one record of the largest size (escapes can make a line ~6× its SQL).
   const minQueueBytes = Math.max(64 * 1024, 8 * maxSqlBytes);
 
@@ -769,7 +806,7 @@ function readAudit(top: Reader, problems: Problems, baseDir: string, env: NodeJS
     if (sink === 'http') problems.add(a.key('http'), 'is required with sink: http (at least http.url)');
   }
   a.finish();
-  return { sink, mode, maxSqlBytes, parameters, maxParameterBytes, worker, stdout, file, http };
+  return { sink, mode, maxSqlBytes, parameters, maxParameterBytes, input, worker, stdout, file, http };
 }
 
 function readMetrics(top: Reader): MetricsConfig {

@@ -9,19 +9,25 @@ import { initParser } from '../sql/parser.ts';
 import type { Authorizer } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
 import { PolicyAuthorizer } from './policy-authorizer.ts';
+import { PolicyLog, type DecisionLog } from './policy-log.ts';
 import { StaticAuthorizer } from './static-authorizer.ts';
 import type { PolicyBundle } from '../policy/engine.ts';
 
-/** Where evaluation failures are reported (the worker's logger). */
-export interface DecisionLog {
-  warn(obj: object, msg: string): void;
-}
-
-export async function createAuthorizer(config: Config, policy: PolicyBundle | null, log: DecisionLog, time: TimeSource, facts: FactsCache): Promise<Authorizer> {
+/**
+ * `time` and config.time.bucketMs go into the authorizer: a change to
+ * time.* (reload) builds a new one, with an empty decision cache.
+ * Evaluation failures and print() lines go to `log`, rate-limited: pass the
+ * worker's one PolicyLog, so its budget outlives reloads (a plain logger gets
+ * a budget of its own).
+ */
+export async function createAuthorizer(config: Config, policy: PolicyBundle | null, log: PolicyLog | DecisionLog, time: TimeSource, facts: FactsCache): Promise<Authorizer> {
   if (policy === null) return new StaticAuthorizer(config);
   await initParser();
+  const { revision } = policy;
+  const policyLog = log instanceof PolicyLog ? log : new PolicyLog(log);
   const engine = await PolicyEngine.create(policy, {
-    onError: (error, entrypoint) => log.warn({ code: error.code, entrypoint, err: error.message, revision: policy.revision }, 'policy evaluation failed'),
+    onError: (error, _entrypoint, call) => policyLog.evaluationFailed(error, call, revision),
+    onPrint: (line, call) => policyLog.printed(line, call, revision),
   });
   return new PolicyAuthorizer({ engine, facts, time, bucketMs: config.time.bucketMs, decisionCacheEntries: config.limits.decisionCacheEntries, keyByText: policy.readsStatementText });
 }

@@ -5,6 +5,7 @@
 import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementDecision } from '../policy/contract.ts';
 import type { StatementFacts } from '../sql/statement-facts.ts';
 import type { ParsedStatement } from '../sql/parser.ts';
+import type { ShadowDisagreement } from './shadow.ts';
 
 /** What a session knows about itself once the connect decision is made. */
 export interface SessionContext {
@@ -15,6 +16,8 @@ export interface SessionContext {
   readonly database: string;
   /** Identity, role, database and client address in one string: the session's part of a decision-cache key. */
   readonly cacheKey: string;
+  /** The session's id in log lines (evaluation failures and print() output name it); absent outside a session. */
+  readonly sessionId?: string;
   /** Decision-cache keys of the current time bucket (built once per bucket; see policy-authorizer.ts). */
   readonly keyMemo: { bucket: number; keys: string[] };
 }
@@ -31,6 +34,8 @@ export interface PreparedRecord {
   decision: StatementDecision | null;
   /** µs the allowing decision took (the Parse's, or the last re-check at Bind), for the audit records of its Executes. */
   decisionUs: number;
+  /** The shadow candidate's disagreement with the Parse's decision (its Executes' records carry it); absent: none. */
+  shadow?: ShadowDisagreement | undefined;
   /**
    * Other texts the name may hold on the server: a later PREPARE/Parse of the
    * same name either failed (duplicate) or replaced it (after a failed
@@ -96,6 +101,8 @@ export interface StatementRequest {
   readonly sql: string;
   readonly protocol: StatementProtocol;
   readonly inTransaction: boolean;
+  /** Decide only: leave `state` as it is (a shadow policy judging what the active one decides). */
+  readonly dryRun?: boolean;
 }
 
 /**

@@ -63,7 +63,11 @@ export class TimeSource {
       if (part.type === 'weekday') this.weekday = part.value;
       else if (part.type === 'hour') this.hour = Number(part.value);
       else if (part.type === 'minute') this.minute = Number(part.value);
-      else if (part.type === 'timeZoneName') this.offsetText = part.value === 'GMT' ? 'Z' : part.value.replace('GMT', '');
+      else if (part.type === 'timeZoneName') {
+        // 'GMT', 'GMT+01:00'; Node 24 writes UTC as 'GMT+00:00': RFC 3339 says Z.
+        const offset = part.value.replace('GMT', '');
+        this.offsetText = offset === '' || /^[+-]00:?00$/.test(offset) ? 'Z' : offset;
+      }
     }
   }
 

@@ -7,7 +7,7 @@
 // of the text. The policy revision is not in the key: a reload builds a new
 // PolicyAuthorizer with an empty decision cache (the facts cache is shared).
 
-import type { ConnectDecision, ConnectInput, StatementDecision, StatementInput } from '../policy/contract.ts';
+import type { ConnectDecision, ConnectInput, StatementDecision } from '../policy/contract.ts';
 import type { StatementFacts } from '../sql/statement-facts.ts';
 import type { PolicyEngine } from '../policy/engine.ts';
 import { factsTemplate, type FactsCache } from '../sql/facts-cache.ts';
@@ -16,6 +16,7 @@ import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionCont
 import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
 import { parseErrorDenial, policyMessage, proxyDenial } from './proxy-rules.ts';
 import type { TimeSource } from './clock.ts';
+import { statementInput } from './inputs.ts';
 
 export interface PolicyAuthorizerOptions {
   engine: PolicyEngine;
@@ -82,7 +83,7 @@ export class PolicyAuthorizer implements Authorizer {
     const parsed = this.facts.get(request.sql);
     const decisions: StatementDecision[] = [];
     const verdict = this.decideParsed(session, state, parsed, protocol, inTransaction, bucket, 0, decisions);
-    if (verdict.allow && parsed.ok) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
+    if (verdict.allow && parsed.ok && request.dryRun !== true) for (const stmt of parsed.statements) this.track(state, stmt, bucket);
     return result(verdict, parsed, decisions, t0);
   }
 
@@ -165,15 +166,7 @@ export class PolicyAuthorizer implements Authorizer {
     let decision = perContext?.get(contextKey);
     if (decision === undefined) {
       this.misses++;
-      const input: StatementInput = {
-        identity: session.identity,
-        client: session.client,
-        time: this.time.now(),
-        proxy: session.proxy,
-        session: { role: session.role, database: session.database, in_transaction: inTransaction },
-        statement: { ...facts, protocol },
-      };
-      decision = this.engine.statement(input);
+      decision = this.engine.statement(statementInput(session, facts, protocol, inTransaction, this.time.now()), session.sessionId);
       if (cacheable) {
         if (this.size >= this.maxDecisions) this.evictOldest();
         if (perContext === undefined) {

@@ -56,6 +56,7 @@ export const REFUSE_REASONS = [
 ] as const;
 export const UPSTREAM_ERROR_KINDS = ['unreachable', 'auth', 'protocol', 'lost', 'other'] as const;
 export const RELOAD_RESULTS = ['success', 'failure', 'unchanged'] as const;
+export const SHADOW_CHANGES = ['allow_to_deny', 'deny_to_allow'] as const;
 
 /**
  * Command label values: the command tags statements most often carry, then
@@ -98,6 +99,8 @@ export const METRICS = [
   { name: 'rolegate_query_duration_seconds', type: 'histogram', scope: 'worker', help: 'Proxy-observed execution time of allowed statements: forwarded until CommandComplete or ErrorResponse.', labels: [{ name: 'protocol', values: PROTOCOLS }], buckets: QUERY_BUCKETS_SECONDS },
   { name: 'rolegate_parse_cache_requests_total', type: 'counter', scope: 'worker', help: 'SQL facts cache lookups (exact text, or another text of the same literal-free shape), by result.', labels: [{ name: 'result', values: CACHE_RESULTS }] },
   { name: 'rolegate_decision_cache_requests_total', type: 'counter', scope: 'worker', help: 'Policy decision cache lookups, by result.', labels: [{ name: 'result', values: CACHE_RESULTS }] },
+  { name: 'rolegate_shadow_decisions_total', type: 'counter', scope: 'worker', help: 'Decisions the shadow policy (policy.shadow) made beside the active one, by kind.', labels: [{ name: 'kind', values: DECISION_KINDS }] },
+  { name: 'rolegate_shadow_disagreements_total', type: 'counter', scope: 'worker', help: "Shadow decisions that differ from the active policy's: allow_to_deny (the candidate would refuse what runs now), deny_to_allow (it would let through what is refused now).", labels: [{ name: 'kind', values: DECISION_KINDS }, { name: 'change', values: SHADOW_CHANGES }] },
   { name: 'rolegate_upstream_connect_errors_total', type: 'counter', scope: 'worker', help: 'Failed upstream logins, by kind.', labels: [{ name: 'kind', values: UPSTREAM_ERROR_KINDS }] },
   { name: 'rolegate_upstream_connections', type: 'gauge', scope: 'worker', help: 'Upstream (PostgreSQL) connections open now, by worker.', labels: [] },
   { name: 'rolegate_audit_worker_queue_records', type: 'gauge', scope: 'worker', help: 'Audit records waiting in a worker to be sent to the main thread.', labels: [] },

@@ -214,6 +214,16 @@ export class MetricsRegistry {
       });
   }
 
+  /** A worker-scope counter summed over every worker, live or gone (series whose labels include `labels`). */
+  counterTotal(name: string, labels: Readonly<Record<string, string>> = {}): number {
+    const wanted = Object.entries(labels);
+    const matches = (s: Series): boolean => s.family.def.name === name && wanted.every(([k, v]) => s.labels[k] === v);
+    let total = 0;
+    for (const s of this.base.values()) if (matches(s)) total += s.values[0] ?? 0;
+    for (const snap of this.live.values()) for (const s of this.expand(snap, false)) if (matches(s)) total += s.values[0] ?? 0;
+    return total;
+  }
+
   /** The worker exited: keep its counters in the base, drop its gauges. */
   workerExited(workerId: number): void {
     const prev = this.live.get(workerId);

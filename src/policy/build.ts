@@ -18,6 +18,7 @@ import { gunzipSync } from 'node:zlib';
 import { RolegateError } from '../errors.ts';
 import { REPO_ROOT, runOpa } from './opa-cli.ts';
 import { readTarFiles } from './tar.ts';
+import { builtinNames, explainUndefinedFunctions } from './wasm-builtins.ts';
 
 /** The entry points rolegate evaluates: connect once per login, statement for every statement (docs/policy.md). */
 export const ENTRYPOINTS = ['rolegate/connect', 'rolegate/statement'] as const;
@@ -59,6 +60,9 @@ function buildError(message: string, output?: string, cause?: unknown): Rolegate
   return new RolegateError('RG_POLICY_BUILD', text, options);
 }
 
+/** The declaration of print()'s builtin, as `opa capabilities --current` lists it. */
+const INTERNAL_PRINT = { name: 'internal.print', decl: { type: 'function', args: [{ type: 'array', dynamic: { type: 'set', of: { type: 'any' } } }] } } as const;
+
 /**
  * opa-wasm 1.10 ships capabilities.json listing the builtins its runtime can
  * serve; compiling against it makes an unsupported builtin (time.now_ns, …) a
@@ -85,7 +89,37 @@ export async function opaWasmCapabilities(): Promise<Record<string, unknown>> {
   const capabilities = parsed as Record<string, unknown>;
   const features = Array.isArray(capabilities.features) ? capabilities.features.filter((f) => typeof f === 'string') : [];
   if (!features.includes('rego_v1')) features.push('rego_v1');
-  return { ...capabilities, features };
+  // print() compiles to the builtin internal.print, which opa-wasm's list
+  // lacks; PolicyEngine serves it (each line goes to the worker's log).
+  const builtins = capabilities.builtins as unknown[];
+  const hasPrint = builtins.some((b) => typeof b === 'object' && b !== null && (b as { name?: unknown }).name === INTERNAL_PRINT.name);
+  return { ...capabilities, builtins: hasPrint ? builtins : [...builtins, INTERNAL_PRINT], features };
+}
+
+const opaBuiltinsByPath = new Map<string, Promise<Set<string>>>();
+
+/**
+ * Every builtin the opa binary knows (`opa capabilities --current`), asked
+ * once per binary: it tells a builtin the wasm target lacks from a function
+ * that does not exist at all. Empty when opa cannot say.
+ */
+export function opaBuiltinNames(opaPath: string): Promise<Set<string>> {
+  let names = opaBuiltinsByPath.get(opaPath);
+  if (names === undefined) {
+    names = runOpa(opaPath, ['capabilities', '--current'], { timeoutMs: 30_000 }).then(
+      (result) => {
+        if (result.code !== 0) return new Set<string>();
+        try {
+          return builtinNames(JSON.parse(result.stdout));
+        } catch {
+          return new Set<string>();
+        }
+      },
+      () => new Set<string>(),
+    );
+    opaBuiltinsByPath.set(opaPath, names);
+  }
+  return names;
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -175,7 +209,8 @@ export async function buildPolicy(options: BuildPolicyOptions): Promise<BuiltPol
     await writeFile(capabilitiesPath, JSON.stringify(await opaWasmCapabilities()));
     const bundlePath = join(work, 'bundle.tar.gz');
 
-    const args = ['build', '-t', 'wasm'];
+    // Without --wasm-include-print opa drops every print() call from the wasm, silently.
+    const args = ['build', '-t', 'wasm', '--wasm-include-print'];
     for (const entrypoint of ENTRYPOINTS) args.push('-e', entrypoint);
     args.push('--capabilities', capabilitiesPath, '-o', bundlePath, stagedName);
     const runOptions = { cwd: join(work, 'src'), timeoutMs: options.timeoutMs ?? 120_000 };
@@ -184,7 +219,9 @@ export async function buildPolicy(options: BuildPolicyOptions): Promise<BuiltPol
       options.lint === false ? null : runOpa(options.opaPath, ['eval', '--format', 'json', '--data', stagedName, 'data.rolegate.lint.errors'], runOptions),
     ]);
     if (build.code !== 0) {
-      throw buildError(`opa build failed for ${options.dir}`, unstagePaths(`${build.stderr}${build.stdout}`, stagedName, options.dir));
+      let output = unstagePaths(`${build.stderr}${build.stdout}`, stagedName, options.dir);
+      if (output.includes('undefined function')) output = explainUndefinedFunctions(output, await opaBuiltinNames(options.opaPath));
+      throw buildError(`opa build failed for ${options.dir}`, output);
     }
     if (lint !== null) {
       const problems = lintProblems(lint.code, lint.stdout, lint.stderr);

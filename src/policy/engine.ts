@@ -51,7 +51,45 @@ export interface PolicyEngineOptions {
    */
   maximumMemoryPages?: number;
   /** Called synchronously with every evaluation failure (RG_POLICY_EVAL) before it turns into a deny. */
-  onError?: (error: RolegateError, entrypoint: PolicyEntrypoint) => void;
+  onError?: (error: RolegateError, entrypoint: PolicyEntrypoint, call: EvaluationCall) => void;
+  /**
+   * Called synchronously with each line a Rego print() writes (only in wasm
+   * built with `opa build --wasm-include-print`; opa drops print calls otherwise).
+   */
+  onPrint?: (line: string, call: EvaluationCall) => void;
+}
+
+/** The evaluation a failure or a print() line came from, for the log line (never part of the input). */
+export interface EvaluationCall {
+  readonly entrypoint: PolicyEntrypoint;
+  readonly input: ConnectInput | StatementInput;
+  /** The session that asked, when the caller named it. */
+  readonly sessionId: string | undefined;
+}
+
+/** One print() call writes at most this many lines (an operand with several values multiplies them). */
+export const MAX_PRINT_LINES_PER_CALL = 16;
+
+/**
+ * print()'s operands as OPA formats them: opa-wasm hands the builtin
+ * `internal.print` one array holding each operand's set of values; a line per
+ * combination of values, joined by spaces, strings bare, anything else as
+ * JSON, an operand without a value (undefined) as <undefined>.
+ */
+export function printLines(operands: unknown, maxLines = MAX_PRINT_LINES_PER_CALL): string[] {
+  if (!Array.isArray(operands)) return [];
+  let lines: string[] = [''];
+  operands.forEach((operand: unknown, index) => {
+    const values = Array.isArray(operand) && operand.length > 0 ? operand.map((v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v))) : ['<undefined>'];
+    const next: string[] = [];
+    for (const line of lines) {
+      for (const value of values) {
+        if (next.length < maxLines) next.push(index === 0 ? value : `${line} ${value}`);
+      }
+    }
+    lines = next;
+  });
+  return operands.length === 0 ? [] : lines;
 }
 
 export const DEFAULT_INITIAL_MEMORY_PAGES = 16;
@@ -171,12 +209,61 @@ export function toStatementDecision(value: unknown): StatementDecision {
   return { allow: true, rule: ruleOf(value, 'unnamed-rule'), reason: reasonOf(value, 'allowed by policy') };
 }
 
+function describeJson(value: unknown): string {
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  return `the ${typeof value} ${JSON.stringify(value) ?? 'undefined'}`;
+}
+
+/**
+ * What is wrong with an entry point's answer, for the build-time smoke test
+ * (the runtime shaping above turns the same answers into denies). An
+ * undefined answer is fine: it is a deny. Otherwise the answer must be an
+ * object with a boolean `allow`, a non-empty string `rule` and a string
+ * `reason`; a connect answer's `role` is a non-empty string when it allows and
+ * a string or null otherwise, its `database` a non-empty string or null.
+ * Other keys are left alone (later contract versions add some).
+ */
+export function decisionProblems(entrypoint: PolicyEntrypoint, value: unknown): string[] {
+  if (value === undefined) return [];
+  if (!isPlainObject(value)) return [`the answer is ${describeJson(value)}, not an object with allow, rule and reason`];
+  const problems: string[] = [];
+  if (!('allow' in value)) {
+    const keys = Object.keys(value).sort();
+    problems.push(`the answer has no allow (keys: ${keys.length === 0 ? 'none' : keys.join(', ')}): every answer needs allow: true or allow: false`);
+  } else if (typeof value.allow !== 'boolean') {
+    problems.push(`allow is ${describeJson(value.allow)}, not a boolean`);
+  }
+  if (!('rule' in value)) problems.push('the answer has no rule (a non-empty string naming the rule that decided)');
+  else if (!isNonEmptyString(value.rule)) problems.push(`rule is ${describeJson(value.rule)}, not a non-empty string`);
+  if (!('reason' in value)) problems.push('the answer has no reason (a string)');
+  else if (typeof value.reason !== 'string') problems.push(`reason is ${describeJson(value.reason)}, not a string`);
+  if (entrypoint === 'rolegate/connect') {
+    if (value.allow === true && !isNonEmptyString(value.role)) {
+      problems.push(`an allowing connect answer needs role (a non-empty string), got ${'role' in value ? describeJson(value.role) : 'none'}`);
+    } else if (value.allow !== true && value.role !== undefined && value.role !== null && typeof value.role !== 'string') {
+      problems.push(`role is ${describeJson(value.role)}, not a string or null`);
+    }
+    if (value.database !== undefined && value.database !== null && !isNonEmptyString(value.database)) {
+      problems.push(`database is ${describeJson(value.database)}, not a non-empty string or null`);
+    }
+  }
+  return problems;
+}
+
 export class PolicyEngine {
   readonly revision: string;
   readonly #policy: LoadedPolicy;
   readonly #connectId: number;
   readonly #statementId: number;
-  readonly #onError: ((error: RolegateError, entrypoint: PolicyEntrypoint) => void) | undefined;
+  readonly #onError: PolicyEngineOptions['onError'];
+  readonly #onPrint: PolicyEngineOptions['onPrint'];
+  // The evaluation in progress (evaluate is synchronous), for the print hook.
+  #callEntrypoint: PolicyEntrypoint = 'rolegate/statement';
+  #callInput: ConnectInput | StatementInput | null = null;
+  #callSession: string | undefined = undefined;
   /** False after a failed setData: the instance's data region may be half-written. */
   #dataLoaded = false;
 
@@ -186,6 +273,7 @@ export class PolicyEngine {
     this.#connectId = connectId;
     this.#statementId = statementId;
     this.#onError = options.onError;
+    this.#onPrint = options.onPrint;
   }
 
   /** Instantiates the module with its own bounded memory and loads the data (RG_POLICY_LOAD on failure). */
@@ -196,8 +284,17 @@ export class PolicyEngine {
       throw new RolegateError('RG_POLICY_LOAD', `invalid policy memory pages: initial ${initial}, maximum ${maximum}`);
     }
     let policy: LoadedPolicy;
+    // print() compiles to a call of the builtin internal.print, served here;
+    // it must return nothing (undefined), as OPA's own does.
+    let engine: PolicyEngine | null = null;
+    const builtins = {
+      'internal.print': (operands: unknown): undefined => {
+        if (engine !== null) engine.#print(operands);
+        return undefined;
+      },
+    };
     try {
-      policy = await loadPolicy(artifact.module, { initial, maximum });
+      policy = await loadPolicy(artifact.module, { initial, maximum }, builtins);
     } catch (thrown) {
       throw new RolegateError('RG_POLICY_LOAD', `cannot instantiate the policy: ${describeThrown(thrown)}`, { cause: thrown });
     }
@@ -210,7 +307,7 @@ export class PolicyEngine {
         `the policy lacks the entry points rolegate/connect and rolegate/statement (has: ${isPlainObject(ids) ? Object.keys(ids).join(', ') : 'none'})`,
       );
     }
-    const engine = new PolicyEngine(policy, artifact.revision, connectId, statementId, options);
+    engine = new PolicyEngine(policy, artifact.revision, connectId, statementId, options);
     engine.setData(artifact.data);
     return engine;
   }
@@ -230,26 +327,29 @@ export class PolicyEngine {
     this.#dataLoaded = true;
   }
 
-  /** data.rolegate.connect for one client connection. Never throws. */
-  connect(input: ConnectInput): ConnectDecision {
-    const value = this.#evaluate(input, this.#connectId, 'rolegate/connect');
+  /** data.rolegate.connect for one client connection. Never throws. `sessionId` only names the session in log lines. */
+  connect(input: ConnectInput, sessionId?: string): ConnectDecision {
+    const value = this.#evaluate(input, this.#connectId, 'rolegate/connect', sessionId);
     if (value instanceof RolegateError) return { allow: false, role: null, database: null, rule: ENGINE_RULES.policyError, reason: POLICY_ERROR_REASON };
     return toConnectDecision(value, input);
   }
 
-  /** data.rolegate.statement for one statement. Never throws. */
-  statement(input: StatementInput): StatementDecision {
-    const value = this.#evaluate(input, this.#statementId, 'rolegate/statement');
+  /** data.rolegate.statement for one statement. Never throws. `sessionId` only names the session in log lines. */
+  statement(input: StatementInput, sessionId?: string): StatementDecision {
+    const value = this.#evaluate(input, this.#statementId, 'rolegate/statement', sessionId);
     if (value instanceof RolegateError) return { allow: false, rule: ENGINE_RULES.policyError, reason: POLICY_ERROR_REASON };
     return toStatementDecision(value);
   }
 
   /** The entry point's value, undefined, or the wrapped failure (already reported to onError). */
-  #evaluate(input: unknown, entrypointId: number, entrypoint: PolicyEntrypoint): unknown {
+  #evaluate(input: ConnectInput | StatementInput, entrypointId: number, entrypoint: PolicyEntrypoint, sessionId: string | undefined): unknown {
     let failure: RolegateError;
     if (!this.#dataLoaded) {
       failure = new RolegateError('RG_POLICY_EVAL', 'policy evaluation failed: the policy data is not loaded');
     } else {
+      this.#callEntrypoint = entrypoint;
+      this.#callInput = input;
+      this.#callSession = sessionId;
       try {
         return resultValue(this.#policy.evaluate(encodeInput(input), entrypointId));
       } catch (thrown) {
@@ -260,11 +360,23 @@ export class PolicyEngine {
     }
     if (this.#onError !== undefined) {
       try {
-        this.#onError(failure, entrypoint);
+        this.#onError(failure, entrypoint, { entrypoint, input, sessionId });
       } catch {
         // A failing error hook must not turn a deny into a crash.
       }
     }
     return failure;
+  }
+
+  /** internal.print from inside an evaluation: each line to onPrint with the evaluation it came from. */
+  #print(operands: unknown): void {
+    const input = this.#callInput;
+    if (this.#onPrint === undefined || input === null) return;
+    try {
+      const call: EvaluationCall = { entrypoint: this.#callEntrypoint, input, sessionId: this.#callSession };
+      for (const line of printLines(operands)) this.#onPrint(line, call);
+    } catch {
+      // A failing print hook must not fail the evaluation.
+    }
   }
 }

@@ -23,7 +23,8 @@
 import { randomBytes } from 'node:crypto';
 import type { AuditRecorder } from '../audit/auditor.ts';
 import { commandCompleteRows } from '../audit/record.ts';
-import { decidedFacts, notePrepared, SessionSqlState, undecided, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementResult } from '../decision/authorizer.ts';
+import { decidedFacts, notePrepared, SessionSqlState, undecided, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementRequest } from '../decision/authorizer.ts';
+import type { Shadow, ShadowedResult } from '../decision/shadow.ts';
 import type { TimeSource } from '../decision/clock.ts';
 import { invalidText, proxyDenial } from '../decision/proxy-rules.ts';
 import type { ErrorCode } from '../errors.ts';
@@ -46,7 +47,11 @@ export interface RelayHost {
   readonly log: SessionLog;
   /** The current authorizer (swapped on policy reload; read per statement). */
   authorizer(): Authorizer;
+  /** The candidate policy deciding beside it (policy.shadow), or null. */
+  shadow(): Shadow | null;
 }
+
+
 
 /** The two sides as the core sees them. */
 export interface RelayIo {
@@ -78,6 +83,8 @@ export interface RelayOptions {
 interface PendingDenial {
   nonce: string;
   response: Buffer;
+  /** The group it was sent in (syncsSent then): its ReadyForQuery ends it, answered or skipped. */
+  group: number;
 }
 
 /** Message types a client may send once the session is relaying. */
@@ -100,8 +107,13 @@ for (const t of [
   RELAY_TYPES[t] = 1;
 }
 
-/** Skipped injections (an earlier error in the pipeline) leave entries behind: bounded. */
-const MAX_PENDING_DENIALS = 64;
+/**
+ * Denials awaiting the server's answer. Entries leave when answered, or when
+ * their group's ReadyForQuery shows the server skipped them (an earlier error
+ * in the pipeline); a client pipelining more without reading loses the oldest
+ * rewrites past this bound (the server still refuses them: fail closed).
+ */
+const MAX_PENDING_DENIALS = 10_000;
 
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 export const NONCE_PREFIX = randomBytes(8).toString('hex');
@@ -258,7 +270,7 @@ export class Relay {
       this.extendRun(true, buf, start, end);
       return;
     }
-    this.deny(result, 'simple', '', { name: null, sql, facts: deniedFacts(result) }, result.decisionUs);
+    this.deny(result, 'simple', '', { name: null, sql, facts: deniedFacts(result), shadow: result.shadow }, result.decisionUs);
   }
 
   /** Parse ('P'): the decision is made here and holds for the statement's Binds. */
@@ -285,6 +297,7 @@ export class Relay {
         decision: result.decisions[0] ?? null,
         decisionUs: result.decisionUs,
         others: [],
+        shadow: result.shadow,
       };
       // Parse of the unnamed statement replaces it. A named one that exists is
       // refused by the server (42P05) and keeps its text — unless the server
@@ -292,12 +305,13 @@ export class Relay {
       // rolegate cannot tell, so the name may hold either text from now on.
       if (p.name === '') statements.set('', rec);
       else notePrepared(this.sqlState, p.name, rec);
+      this.log.decided(rec);
       this.extendRun(true, buf, start, end);
       return;
     }
     // A failed Parse of the unnamed statement drops the old one in the server too.
     if (p.name === '') statements.delete('');
-    this.deny(result, 'extended', p.name, { name: p.name, sql, facts: deniedFacts(result) }, result.decisionUs);
+    this.deny(result, 'extended', p.name, { name: p.name, sql, facts: deniedFacts(result), shadow: result.shadow }, result.decisionUs);
     this.discardUntilSync = true;
   }
 
@@ -332,6 +346,9 @@ export class Relay {
         rec.bucket = bucket;
         rec.decision = result.decisions[0] ?? rec.decision;
         rec.decisionUs = result.decisionUs;
+        // Re-checked by the active policy alone: the Parse's shadow answer no longer describes it.
+        rec.shadow = undefined;
+        this.log.decided(rec);
       }
     }
     this.log.bind(b.portal, b.statement, buf, start, end, this.syncsSent);
@@ -364,7 +381,7 @@ export class Relay {
   }
 
   /** Decide a Query's or Parse's text (`sql`, decoded once by the caller from buf[textStart, textEnd)). */
-  private decide(buf: Buffer, textStart: number, textEnd: number, sql: string, protocol: 'simple' | 'extended'): StatementResult {
+  private decide(buf: Buffer, textStart: number, textEnd: number, sql: string, protocol: 'simple' | 'extended'): ShadowedResult {
     const problem = fe.checkSqlBytes(buf, textStart, textEnd);
     if (problem !== null) {
       this.countRefusal(null, 'invalid-text', protocol);
@@ -375,7 +392,12 @@ export class Relay {
       this.countRefusal(null, 'audit-unavailable', protocol);
       return undecided(proxyDenial('audit-unavailable'));
     }
-    const result = this.host.authorizer().statements({ session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle });
+    const request: StatementRequest = { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle };
+    const active = this.host.authorizer().statements(request);
+    // Shadow mode: the candidate judges the same request; the active result is enforced.
+    const shadow = this.host.shadow();
+    const disagreement = shadow === null ? null : shadow.statement(request, active);
+    const result: ShadowedResult = disagreement === null ? active : { ...active, shadow: disagreement };
     const metrics = this.host.metrics;
     metrics.observeDecision('statement', result.decisionUs / 1e6);
     const parsed = result.parsed;
@@ -414,7 +436,7 @@ export class Relay {
       detail: `rule: ${verdict.rule}; policy revision: ${this.host.authorizer().revision}`,
       position: verdict.position,
     });
-    this.denials.push({ nonce, response });
+    this.denials.push({ nonce, response, group: this.syncsSent });
     if (this.denials.length > MAX_PENDING_DENIALS) this.denials.shift();
     if (protocol === 'simple') {
       this.syncsSent++;
@@ -454,7 +476,9 @@ export class Relay {
       switch (framer.type) {
         case Backend.ReadyForQuery:
           if (end - start === 6) this.txStatus = buf[start + 5] as number;
-          this.log.readyForQuery(this.txStatus === TxStatus.Idle, this.readyReceived++);
+          this.log.readyForQuery(this.txStatus === TxStatus.Idle, this.readyReceived);
+          if (this.denials.length > 0) this.forgetDenials(this.readyReceived);
+          this.readyReceived++;
           this.extendRun(false, buf, start, end);
           break;
         case Backend.CommandComplete:
@@ -502,6 +526,14 @@ export class Relay {
     }
     this.log.error(fields.get('C') ?? 'XX000');
     this.extendRun(false, buf, start, end);
+  }
+
+  /** Group `group` is over: its denials were answered or skipped. */
+  private forgetDenials(group: number): void {
+    const denials = this.denials;
+    let done = 0;
+    while (done < denials.length && (denials[done] as PendingDenial).group <= group) done++;
+    if (done > 0) denials.splice(0, done);
   }
 
   /** The server reports parameter changes; the pinned ones must never change. */

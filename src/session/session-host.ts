@@ -8,7 +8,7 @@ import type tls from 'node:tls';
 import type { SaltedPasswordCache } from '../auth/scram.ts';
 import type { Config } from '../config/config.ts';
 import type { ErrorCode } from '../errors.ts';
-import type { UPSTREAM_ERROR_KINDS } from '../metrics/definitions.ts';
+import type { REFUSE_REASONS, UPSTREAM_ERROR_KINDS } from '../metrics/definitions.ts';
 import type { WelcomeCache } from '../upstream/welcome.ts';
 import type { HandshakeHost } from './handshake.ts';
 import type { RelayHost } from './relay.ts';
@@ -52,7 +52,6 @@ export interface SessionMetricHandles {
   upstreamErrors: Readonly<Record<(typeof UPSTREAM_ERROR_KINDS)[number], number>>;
 }
 
-export const REFUSE_REASONS = ['too_many_clients', 'startup_invalid', 'startup_timeout', 'unsupported_protocol', 'tls_required', 'auth_failed', 'policy_denied', 'upstream_failed', 'audit_unavailable', 'shutting_down', 'protocol_error'] as const;
 export type RefuseReason = (typeof REFUSE_REASONS)[number];
 
 /** Why a connection that never reached relay was closed, for rolegate_client_connections_refused_total. */

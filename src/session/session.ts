@@ -20,9 +20,10 @@ import type tls from 'node:tls';
 import { peerTlsInfo } from '../auth/client-cert.ts';
 import type { Config, RoleCredentials } from '../config/config.ts';
 import type { SessionContext } from '../decision/authorizer.ts';
+import { connectInput, sessionContext } from '../decision/inputs.ts';
 import { ERRORS, RolegateError, type ErrorCode } from '../errors.ts';
 import { upstreamErrorKind } from '../metrics/definitions.ts';
-import type { ConnectInput, IdentityInput } from '../policy/contract.ts';
+import type { IdentityInput } from '../policy/contract.ts';
 import * as be from '../protocol/backend.ts';
 import { TxStatus } from '../protocol/constants.ts';
 import * as encode from '../protocol/frontend-encode.ts';
@@ -215,17 +216,13 @@ export class ClientSession implements CancelTarget {
     this.phase = 'connecting';
     const hs = this.handshake;
     const database = hs.params.get('database') ?? identity.name;
-    const input: ConnectInput = {
+    const input = connectInput(
       identity,
-      client: { addr: hs.clientAddr, port: hs.clientPort, tls: hs.tls !== null },
-      request: {
-        database,
-        role: hs.requestedRole,
-        application_name: hs.params.get('application_name') ?? hs.params.get('fallback_application_name') ?? null,
-      },
-      time: this.host.time.now(),
-      proxy: this.config.proxy,
-    };
+      { addr: hs.clientAddr, port: hs.clientPort, tls: hs.tls !== null },
+      { database, role: hs.requestedRole, application_name: hs.params.get('application_name') ?? hs.params.get('fallback_application_name') ?? null },
+      this.host.time.now(),
+      this.config.proxy,
+    );
     if (!this.host.audit.canProceed()) return this.fatal('RG_AUDIT_UNAVAILABLE');
     const log = (this.log = new StatementLog(this.host, this.id, input.client));
     const t0 = performance.now();
@@ -233,7 +230,9 @@ export class ClientSession implements CancelTarget {
     const decision = authorizer.connect(input);
     const decisionUs = Math.round((performance.now() - t0) * 1000);
     this.host.metrics.observeDecision('connect', decisionUs / 1e6);
-    log.connect(identity, decision.database ?? database, decision, authorizer.revision, decisionUs);
+    // Shadow mode: the candidate decides the same login (counted; the record names a disagreement).
+    const shadowed = this.host.shadow()?.connect(input, decision) ?? null;
+    log.connect(identity, decision.database ?? database, decision, authorizer.revision, decisionUs, input, shadowed);
     if (!decision.allow || decision.role === null) {
       this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
       this.host.metrics.noteDenial({ unix_ms: Date.now(), worker: this.host.workerId, session: this.id, identity: identity.name, client: input.client.addr, kind: 'connect', rule: decision.rule, command: null });
@@ -241,17 +240,7 @@ export class ClientSession implements CancelTarget {
     }
     const role = decision.role;
     const targetDb = decision.database ?? database;
-    this.context = {
-      identity,
-      client: input.client,
-      proxy: this.config.proxy,
-      role,
-      database: targetDb,
-      // Everything of input a statement decision may depend on, except time and
-      // the statement (docs/policy.md: decisions must not depend on client.port).
-      cacheKey: [identity.method, identity.name, JSON.stringify(identity.claims), identity.cert?.fingerprint ?? '', role, targetDb, input.client.addr, input.client.tls ? 'tls' : 'plain'].join('\u0001'),
-      keyMemo: { bucket: -1, keys: [] },
-    };
+    this.context = { ...sessionContext(input, role, targetDb), sessionId: this.id };
     log.begin(this.context);
     if (this.credentials(role) === null) return;
     this.clearStartupTimer();

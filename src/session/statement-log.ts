@@ -3,14 +3,25 @@
 // server's answer (outcome, rows, query time), and the portals that name the
 // statement an Execute runs. The relay core tells it what it forwarded and
 // what came back; nothing here touches a socket or decides anything.
+//
+// With audit.input on, a record also carries its decision's policy input
+// (record-input.ts): the facts, the transaction state and the time the
+// decision was made with. A Query's statements are decided as the Query
+// arrives, with the transaction state of the last ReadyForQuery; an
+// Execute's statement was decided at its Parse (or re-checked at Bind), so
+// that decision's time and transaction state are kept with the prepared
+// statement (decided()) for its Executes' records.
 
 import type { AuditRecorder } from '../audit/auditor.ts';
 import { auditParameters, readBindParameters, type BoundParameter } from '../audit/parameters.ts';
-import { newRecord, tableName, type AuditRecord } from '../audit/record.ts';
+import { newRecord, tableName, type AuditRecord, type RecordInput } from '../audit/record.ts';
+import { connectRecordInput, StatementInputParts, timeJson, type RecordedInputMode } from '../audit/record-input.ts';
 import { StatementTracker, type TrackedExecution } from '../audit/statement-tracker.ts';
+import { shadowRecord, type ShadowDisagreement, type ShadowedResult } from '../decision/shadow.ts';
 import { decidedFacts, type Authorizer, type PreparedRecord, type SessionContext, type StatementDenial, type StatementResult } from '../decision/authorizer.ts';
+import type { TimeSource } from '../decision/clock.ts';
 import type { WorkerMetrics } from '../metrics/worker-counters.ts';
-import type { ConnectDecision, IdentityInput } from '../policy/contract.ts';
+import type { ConnectDecision, ConnectInput, IdentityInput } from '../policy/contract.ts';
 import * as fe from '../protocol/frontend.ts';
 import type { StatementFacts, TableFact } from '../sql/statement-facts.ts';
 
@@ -18,8 +29,31 @@ export interface StatementLogHost {
   readonly workerId: number;
   readonly audit: AuditRecorder;
   readonly metrics: WorkerMetrics;
+  /** input.time of the decisions (audit.input records it). */
+  readonly time: TimeSource;
   /** The current authorizer: records name its policy revision. */
   authorizer(): Authorizer;
+}
+
+/** The time and transaction state a prepared statement's decision was made with (audit.input). */
+interface DecisionContext {
+  time: string;
+  inTransaction: boolean;
+}
+
+// input.time as JSON, kept for the millisecond it was made in: records of one millisecond share it.
+let timeSourceOfLast: TimeSource | null = null;
+let timeMsOfLast = Number.NaN;
+let timeTextOfLast = '';
+
+function currentTime(source: TimeSource): string {
+  const ms = source.nowMs();
+  if (ms !== timeMsOfLast || source !== timeSourceOfLast) {
+    timeSourceOfLast = source;
+    timeMsOfLast = ms;
+    timeTextOfLast = timeJson(source.now());
+  }
+  return timeTextOfLast;
 }
 
 /**
@@ -34,6 +68,8 @@ export interface DeniedStatement {
   sql: string;
   facts: StatementFacts | null;
   command?: string;
+  /** The shadow candidate would have allowed it. */
+  shadow?: ShadowDisagreement | undefined;
 }
 
 /** A portal as audit needs it (statement null: none bound). */
@@ -72,6 +108,14 @@ export class StatementLog {
   private identity: AuditRecord['identity'] | null = null;
   private readonly client: AuditRecord['client'];
   private context: SessionContext | null = null;
+  /** audit.input, null when off: then nothing below is made. */
+  private readonly inputMode: RecordedInputMode | null;
+  /** What this session's statement inputs share (audit.input on, after begin()). */
+  private inputParts: StatementInputParts | null = null;
+  /** Decision contexts of this session's prepared statements (audit.input on). */
+  private decisionContexts: WeakMap<PreparedRecord, DecisionContext> | null = null;
+  /** As the last ReadyForQuery said: statements are decided with this (input.session.in_transaction). */
+  private inTransaction = false;
   /**
    * Portals bound through this session, kept only to name the statement (and
    * its bound parameters) in Execute's audit record: the unnamed portal — all
@@ -88,27 +132,45 @@ export class StatementLog {
     this.sessionId = sessionId;
     this.client = { addr: client.addr, port: client.port };
     this.tracker = new StatementTracker<Tracked>((r) => this.onExecutionDone(r));
+    const mode = host.audit.enabled ? (host.audit.input ?? 'off') : 'off';
+    this.inputMode = mode === 'off' ? null : mode;
   }
 
   get auditing(): boolean {
     return this.host.audit.enabled;
   }
 
-  /** The connect decision: its record (seq 1). */
-  connect(identity: IdentityInput, database: string, decision: ConnectDecision, revision: string, decisionUs: number): void {
+  /** The connect decision: its record (seq 1); `input` is what the policy was asked (recorded with audit.input on). */
+  connect(identity: IdentityInput, database: string, decision: ConnectDecision, revision: string, decisionUs: number, input?: ConnectInput, shadow: ShadowDisagreement | null = null): void {
     const audit = this.host.audit;
     if (!audit.enabled) return;
     const verdict = decision.allow && decision.role !== null ? 'allow' : 'deny';
-    audit.record(newRecord('connect', Date.now(), ++this.seq, this.sessionId, this.host.workerId, this.identityOf(identity), this.client, database, decision.role, verdict, decision.rule, decision.reason, revision, decisionUs, undefined, undefined, undefined, undefined, undefined, undefined));
+    const recorded = this.inputMode === null || input === undefined ? undefined : connectRecordInput(this.inputMode, input);
+    const record = newRecord('connect', Date.now(), ++this.seq, this.sessionId, this.host.workerId, this.identityOf(identity), this.client, database, decision.role, verdict, decision.rule, decision.reason, revision, decisionUs, undefined, undefined, undefined, undefined, undefined, undefined, recorded);
+    if (shadow !== null) record.shadow = shadowRecord(shadow);
+    audit.record(record);
   }
 
   /** The session is logged in: its statements' records name this identity, role and database. */
   begin(context: SessionContext): void {
     this.context = context;
+    if (this.inputMode !== null) {
+      this.inputParts = new StatementInputParts(this.inputMode, context, this.host.audit.maxSqlBytes ?? Number.MAX_SAFE_INTEGER);
+      this.decisionContexts = new WeakMap();
+    }
+  }
+
+  /**
+   * A prepared statement was allowed at its Parse, or re-checked at Bind: its
+   * Executes' records carry this decision's time and transaction state.
+   */
+  decided(rec: PreparedRecord): void {
+    if (this.decisionContexts === null) return;
+    this.decisionContexts.set(rec, { time: currentTime(this.host.time), inTransaction: this.inTransaction });
   }
 
   /** An allowed Query was forwarded: one tracked execution per statement (audit records, or just latency). */
-  query(result: StatementResult, sql: string, group: number): void {
+  query(result: ShadowedResult, sql: string, group: number): void {
     const parsed = result.parsed;
     if (!this.host.audit.enabled) {
       const n = parsed === null ? 1 : Math.max(parsed.length, 1);
@@ -119,19 +181,30 @@ export class StatementLog {
       this.tracker.expect(this.statementRecord('simple', null, sql, null, 'allow', null, null, result.decisionUs), group);
       return;
     }
+    // Every statement of one Query is decided at once, with one time and transaction state.
+    const parts = this.inputParts;
+    const time = parts === null ? '' : currentTime(this.host.time);
     for (let i = 0; i < parsed.length; i++) {
       const stmt = parsed[i];
       if (stmt === undefined) continue;
       const d = result.decisions[i] ?? null;
-      this.tracker.expect(this.statementRecord('simple', null, stmt.facts.sql, stmt.facts, 'allow', d?.rule ?? null, d?.reason ?? null, result.decisionUs), group);
+      const input = parts === null || d === null ? undefined : parts.build(stmt.facts, 'simple', this.inTransaction, time);
+      const record = this.statementRecord('simple', null, stmt.facts.sql, stmt.facts, 'allow', d?.rule ?? null, d?.reason ?? null, result.decisionUs, undefined, input);
+      // The candidate refused this statement of the Query (the ones before it it allowed).
+      if (result.shadow !== undefined && result.shadow.index === i) record.shadow = shadowRecord(result.shadow);
+      this.tracker.expect(record, group);
     }
   }
 
   /** A refused statement: its record (outcome not-run) and the status page's latest denials. */
   denied(protocol: 'simple' | 'extended', denied: DeniedStatement, verdict: StatementDenial, decisionUs: number): void {
     if (this.host.audit.enabled) {
-      const record = this.statementRecord(protocol, denied.name, denied.sql, denied.facts, 'deny', verdict.rule, verdict.reason, decisionUs);
+      // Facts are there only when the policy decided (and so was asked).
+      const parts = this.inputParts;
+      const input = parts === null || denied.facts === null ? undefined : parts.build(denied.facts, protocol, this.inTransaction, currentTime(this.host.time));
+      const record = this.statementRecord(protocol, denied.name, denied.sql, denied.facts, 'deny', verdict.rule, verdict.reason, decisionUs, undefined, input);
       if (denied.command !== undefined) record.command = denied.command;
+      if (denied.shadow !== undefined) record.shadow = shadowRecord(denied.shadow);
       record.outcome = 'not-run';
       this.host.audit.record(record);
     }
@@ -180,7 +253,15 @@ export class StatementLog {
     const rec = statement === null ? undefined : statements.get(statement);
     const audit = this.host.audit;
     const parameters = auditParameters(portal?.params ?? null, audit.parameters, audit.maxParameterBytes);
-    this.tracker.expect(this.statementRecord('extended', statement, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null, rec?.decisionUs ?? 0, parameters), group);
+    let input: RecordInput | undefined;
+    const parts = this.inputParts;
+    if (parts !== null && rec !== undefined && rec.facts !== null && rec.decision !== null) {
+      const at = this.decisionContexts?.get(rec);
+      input = parts.build(rec.facts, 'extended', at?.inTransaction ?? this.inTransaction, at?.time ?? currentTime(this.host.time));
+    }
+    const record = this.statementRecord('extended', statement, rec?.sql ?? '', rec?.facts ?? null, 'allow', rec?.decision?.rule ?? null, rec?.decision?.reason ?? null, rec?.decisionUs ?? 0, parameters, input);
+    if (rec?.shadow !== undefined) record.shadow = shadowRecord(rec.shadow);
+    this.tracker.expect(record, group);
   }
 
   /** Close ('C') of a portal. */
@@ -209,6 +290,7 @@ export class StatementLog {
 
   /** ReadyForQuery closing group `group`; `idle`: no transaction is open, so no portal bound up to it is left. */
   readyForQuery(idle: boolean, group: number): void {
+    this.inTransaction = !idle;
     this.tracker.onReadyForQuery();
     if (!idle) return;
     if (this.unnamedPortal.group <= group) this.forgetUnnamedPortal();
@@ -250,12 +332,13 @@ export class StatementLog {
     reason: string | null,
     decisionUs: number,
     parameters: AuditRecord['parameters'] = undefined,
+    input: RecordInput | undefined = undefined,
   ): AuditRecord {
     const ctx = this.context;
     const identity = ctx === null ? { name: '', method: 'scram-sha-256' as const } : this.identityOf(ctx.identity);
     const tables = facts === null ? NO_TABLES : tableNames(facts.tables);
     const revision = this.host.authorizer().revision;
-    return newRecord('statement', Date.now(), ++this.seq, this.sessionId, this.host.workerId, identity, this.client, ctx?.database ?? '', ctx?.role ?? null, decision, rule, reason, revision, decisionUs, protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters);
+    return newRecord('statement', Date.now(), ++this.seq, this.sessionId, this.host.workerId, identity, this.client, ctx?.database ?? '', ctx?.role ?? null, decision, rule, reason, revision, decisionUs, protocol, statementName ?? undefined, sql, facts?.command ?? null, tables, parameters, input);
   }
 }
 

@@ -12,6 +12,8 @@ export interface WorkerData {
   port: number;
   mockSeed: Uint8Array;
   policy: PolicyBundle | null;
+  /** The candidate policy deciding beside it (policy.shadow), or null. */
+  shadow: PolicyBundle | null;
   logLevel: string;
   maxClientsPerWorker: number;
   /** Start instant of an injected clock (config time.fixed), else null. */
@@ -24,7 +26,7 @@ export type MainToWorker =
   | { type: 'cancel'; processId: number; secretKey: number }
   | { type: 'drain' }
   | { type: 'terminate' }
-  | { type: 'policy'; policy: PolicyBundle | null }
+  | { type: 'policy'; policy: PolicyBundle | null; shadow: PolicyBundle | null }
   | { type: 'stats' }
   /** A reloaded config: new sessions use its credentials, TLS material and auth settings. */
   | { type: 'config'; config: Config }

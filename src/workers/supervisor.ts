@@ -27,6 +27,8 @@ export interface SupervisorOptions {
   config: Config;
   log: Logger;
   policy: PolicyBundle | null;
+  /** The candidate policy deciding beside it (policy.shadow), or null. */
+  shadow?: PolicyBundle | null;
   logLevel: string;
   fixedTimeMs: number | null;
   metrics: MetricsRegistry;
@@ -40,6 +42,7 @@ export class Supervisor {
   private readonly slots: Slot[] = [];
   private readonly mockSeed = randomBytes(32);
   private policy: PolicyBundle | null;
+  private shadow: PolicyBundle | null;
   private stopping = false;
   private drainedWaiters = new Map<number, () => void>();
   private statsCollector: ((msg: WorkerStats) => void) | null = null;
@@ -47,6 +50,7 @@ export class Supervisor {
   constructor(options: SupervisorOptions) {
     this.options = options;
     this.policy = options.policy;
+    this.shadow = options.shadow ?? null;
   }
 
   get workerCount(): number {
@@ -72,6 +76,7 @@ export class Supervisor {
       port,
       mockSeed: new Uint8Array(this.mockSeed),
       policy: this.policy,
+      shadow: this.shadow,
       logLevel: this.options.logLevel,
       maxClientsPerWorker: Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers)),
       fixedTimeMs: this.options.fixedTimeMs,
@@ -192,9 +197,9 @@ export class Supervisor {
     this.options = { ...this.options, audit };
   }
 
-  /** Hand a reloaded config to every worker (and to workers started later). */
+  /** Hand a reloaded config to every worker (and to workers started later, time.fixed included). */
   setConfig(config: Config): void {
-    this.options = { ...this.options, config };
+    this.options = { ...this.options, config, fixedTimeMs: config.time.fixedMs };
     for (const slot of this.slots) if (slot.worker) this.send(slot.worker, { type: 'config', config });
   }
 
@@ -205,11 +210,13 @@ export class Supervisor {
   }
 
   /**
-   * Push a new policy revision (already validated by the caller) to every
-   * worker; resolves when each has swapped it in (or failed to).
+   * Push a new policy revision (already validated by the caller), and the
+   * shadow candidate beside it, to every worker; resolves when each has
+   * swapped them in (or failed to).
    */
-  setPolicy(policy: PolicyBundle | null): Promise<Array<{ workerId: number; ok: boolean; message: string }>> {
+  setPolicy(policy: PolicyBundle | null, shadow: PolicyBundle | null = null): Promise<Array<{ workerId: number; ok: boolean; message: string }>> {
     this.policy = policy;
+    this.shadow = shadow;
     const live = this.slots.filter((s) => s.worker !== null);
     return Promise.all(
       live.map(
@@ -229,7 +236,7 @@ export class Supervisor {
               resolve({ workerId: slot.id, ok: false, message: 'no answer within 10 s' });
             }, 10_000);
             worker.on('message', onMessage);
-            this.send(worker, { type: 'policy', policy });
+            this.send(worker, { type: 'policy', policy, shadow });
           }),
       ),
     );

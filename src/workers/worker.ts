@@ -12,19 +12,21 @@ import type { Config } from '../config/config.ts';
 import { ERRORS } from '../errors.ts';
 import * as be from '../protocol/backend.ts';
 import type { Authorizer } from '../decision/authorizer.ts';
-import { offsetClock, systemClock, TimeSource } from '../decision/clock.ts';
+import { offsetClock, systemClock, TimeSource, type Clock } from '../decision/clock.ts';
 import { ClientSession } from '../session/session.ts';
-import { REFUSE_REASONS, type SessionHost, type SessionMetricHandles } from '../session/session-host.ts';
+import type { SessionHost, SessionMetricHandles } from '../session/session-host.ts';
 import { FactsCache } from '../sql/facts-cache.ts';
 import { WelcomeCache } from '../upstream/welcome.ts';
 import { JwtVerifier } from '../auth/jwt.ts';
 import { ClientTlsServer } from '../auth/tls-server.ts';
 import { cidrContains, parseCidr, type Cidr } from '../config/ip-address.ts';
 import { createAuthorizer } from '../decision/authorizer-factory.ts';
+import { Shadow } from '../decision/shadow.ts';
+import { PolicyLog } from '../decision/policy-log.ts';
 import { NO_AUDIT } from '../audit/auditor.ts';
 import { createWorkerAuditor } from '../audit/setup.ts';
 import type { WorkerAuditor } from '../audit/worker-side.ts';
-import { clientStateLabel, CLIENT_STATES } from '../metrics/definitions.ts';
+import { clientStateLabel, CLIENT_STATES, REFUSE_REASONS } from '../metrics/definitions.ts';
 import { WorkerMetrics } from '../metrics/worker-counters.ts';
 import { CancelKeys } from './cancel-keys.ts';
 import type { MainToWorker, WorkerData, WorkerToMain } from './messages.ts';
@@ -38,11 +40,42 @@ const workerId = data.workerId;
 const log = pino({ base: { worker: workerId }, level: data.logLevel });
 const allSessions = new Set<ClientSession>();
 let draining = false;
-const clock = data.fixedTimeMs === null ? systemClock : offsetClock(data.fixedTimeMs);
-const time = new TimeSource(config.time.zone, clock);
+let clock: Clock = data.fixedTimeMs === null ? systemClock : offsetClock(data.fixedTimeMs);
+let time = new TimeSource(config.time.zone, clock);
 // Parsed facts depend only on the SQL text: the cache survives policy reloads.
 const facts = new FactsCache(config.limits.parseCacheEntries);
-let authorizer: Authorizer = await createAuthorizer(config, data.policy, log, time, facts);
+// Evaluation failures and print() lines: one rate limit per worker, across reloads.
+const policyLog = new PolicyLog(log);
+const metrics = new WorkerMetrics(workerId);
+let policy = data.policy;
+let authorizer: Authorizer = await createAuthorizer(config, policy, policyLog, time, facts);
+// policy.shadow: the candidate deciding beside the active policy (its own decision cache, the same facts cache).
+let shadowPolicy = data.shadow;
+let shadow: Shadow | null = shadowPolicy === null ? null : new Shadow(await createAuthorizer(config, shadowPolicy, policyLog, time, facts), metrics);
+// Authorizer rebuilds (a new policy, new time settings) run one after another,
+// so that the last one asked for is the one left in place.
+let rebuilds: Promise<void> = Promise.resolve();
+function rebuild(step: () => Promise<void>): void {
+  rebuilds = rebuilds.then(step);
+}
+
+/**
+ * time.zone, time.bucket_ms and time.fixed of a reloaded config: a new time
+ * source and a new authorizer (its decision cache is keyed by time bucket, and
+ * holds decisions made in the old zone). Sessions read both through the host
+ * at each decision, so their next decisions use the new settings.
+ */
+function applyTime(next: Config, nextTime: TimeSource): Promise<void> {
+  return Promise.all([createAuthorizer(next, policy, policyLog, nextTime, facts), shadowPolicy === null ? null : createAuthorizer(next, shadowPolicy, policyLog, nextTime, facts)]).then(
+    ([built, candidate]) => {
+      time = nextTime;
+      authorizer = built;
+      shadow = candidate === null ? null : new Shadow(candidate, metrics);
+      log.info({ zone: next.time.zone, bucketMs: next.time.bucketMs, fixedMs: next.time.fixedMs }, 'time settings applied');
+    },
+    (err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'time settings from the reloaded config not applied; keeping the previous'),
+  );
+}
 
 function post(msg: WorkerToMain, transfer?: readonly ArrayBuffer[]): void {
   port?.postMessage(msg, transfer);
@@ -61,7 +94,6 @@ function trustedCidrs(c: Config): Cidr[] {
 let trusted = trustedCidrs(config);
 let jwtVerifier = config.auth.jwt === null ? null : new JwtVerifier(config.auth.jwt);
 
-const metrics = new WorkerMetrics(workerId);
 const handles: SessionMetricHandles = {
   refused: Object.fromEntries(
     REFUSE_REASONS.map((reason) => [
@@ -130,12 +162,15 @@ const host: SessionHost = {
   audit: workerAuditor ?? NO_AUDIT,
   metrics,
   handles,
-  time,
+  get time() {
+    return time;
+  },
   scramCache: new Map() as SaltedPasswordCache,
   welcomes: new WelcomeCache(),
   mockSeed: Buffer.from(data.mockSeed),
   log,
   authorizer: () => authorizer,
+  shadow: () => shadow,
   register: (session) => cancelKeys.issue(session),
   unregister(session) {
     cancelKeys.release(session);
@@ -192,15 +227,23 @@ port.on('message', (msg: MainToWorker) => {
       finalFlush();
       post({ type: 'drained', workerId });
       return;
-    case 'policy':
-      createAuthorizer(config, msg.policy, log, time, facts).then(
-        (next) => {
-          authorizer = next;
-          post({ type: 'policy-applied', workerId, revision: next.revision });
-        },
-        (err: unknown) => post({ type: 'policy-failed', workerId, message: err instanceof Error ? err.message : String(err) }),
+    case 'policy': {
+      const next = msg.policy;
+      const nextShadow = msg.shadow;
+      rebuild(() =>
+        Promise.all([createAuthorizer(config, next, policyLog, time, facts), nextShadow === null ? null : createAuthorizer(config, nextShadow, policyLog, time, facts)]).then(
+          ([built, candidate]) => {
+            policy = next;
+            authorizer = built;
+            shadowPolicy = nextShadow;
+            shadow = candidate === null ? null : new Shadow(candidate, metrics);
+            post({ type: 'policy-applied', workerId, revision: built.revision });
+          },
+          (err: unknown) => post({ type: 'policy-failed', workerId, message: err instanceof Error ? err.message : String(err) }),
+        ),
       );
       return;
+    }
     case 'config': {
       // Reloadable parts only (credentials, TLS material, auth settings); listen/workers need a restart.
       const next = msg.config;
@@ -213,9 +256,17 @@ port.on('message', (msg: MainToWorker) => {
         void jwtVerifier?.close();
         jwtVerifier = next.auth.jwt === null ? null : new JwtVerifier(next.auth.jwt);
       }
+      const timeChanged = next.time.zone !== config.time.zone || next.time.bucketMs !== config.time.bucketMs || next.time.fixedMs !== config.time.fixedMs;
+      if (timeChanged) {
+        // An unchanged time.fixed keeps the running clock: it must not jump back.
+        if (next.time.fixedMs !== config.time.fixedMs) clock = next.time.fixedMs === null ? systemClock : offsetClock(next.time.fixedMs);
+        const nextTime = new TimeSource(next.time.zone, clock);
+        rebuild(() => applyTime(next, nextTime));
+      }
       config = next;
       trusted = trustedCidrs(next);
-      post({ type: 'config-applied', workerId });
+      if (timeChanged) rebuild(() => Promise.resolve(post({ type: 'config-applied', workerId })));
+      else post({ type: 'config-applied', workerId });
       return;
     }
     case 'stats':

@@ -52,7 +52,7 @@ function harness(name = 'reporting-svc', role = 'app_reader') {
   const audit: AuditRecorder = { enabled: true, parameters: 'off', maxParameterBytes: 0, canProceed: () => true, record: (r) => void records.push(r) };
   const time = new TimeSource('UTC', { nowMs: () => Date.parse('2026-11-27T12:00:10Z') });
   const authorizer: Authorizer = new PolicyAuthorizer({ engine, facts: new FactsCache(100), time, bucketMs: 60_000, decisionCacheEntries: 100, keyByText: false });
-  const host = { workerId: 0, audit, metrics: new WorkerMetrics(0), time, log: silent, authorizer: () => authorizer };
+  const host = { workerId: 0, audit, metrics: new WorkerMetrics(0), time, log: silent, authorizer: () => authorizer, shadow: () => null };
   const io: RelayIo = {
     toServer: (b) => void toServer.push(Buffer.from(b)),
     toClient: (b) => void toClient.push(Buffer.from(b)),
@@ -223,6 +223,31 @@ describe('relay core (no sockets)', () => {
     h.relay.onServerBytes(Buffer.concat([syntaxError('rolegate_denied_test_1'), ready('E')]));
     const out = h.take(h.toClient);
     assert.deepEqual(out.subarray(out.length - 6), ready('E'), 'the client is told the transaction failed');
+  });
+
+  test('100 denied statements pipelined before the server answers: every one is answered with 42501, none with the server\'s syntax error', () => {
+    const h = harness();
+    const n = 100;
+    const batch: Buffer[] = [];
+    for (let i = 0; i < n; i++) batch.push(parse('', 'DELETE FROM orders'), sync());
+    h.relay.onClientBytes(Buffer.concat(batch));
+    const replies: Buffer[] = [];
+    for (let i = 1; i <= n; i++) replies.push(syntaxError(`rolegate_denied_test_${i.toString(36)}`), ready());
+    h.relay.onServerBytes(Buffer.concat(replies));
+    const out = h.take(h.toClient);
+    let at = 0;
+    let errors = 0;
+    while (at < out.length) {
+      const len = out.readInt32BE(at + 1) + 1;
+      const msg = out.subarray(at, at + len);
+      if (msg[0] === 0x45 /* 'E' */) {
+        assert.equal(fields(msg).get('C'), '42501');
+        errors++;
+      }
+      at += len;
+    }
+    assert.equal(errors, n);
+    assert.equal(h.relay.busy, false);
   });
 
   test('framing errors fail closed with 08P01-class codes and nothing is forwarded after them', () => {
