@@ -119,6 +119,8 @@ export class PolicyReloader {
   private again = false;
   private watchers: FSWatcher[] = [];
   private debounce: NodeJS.Timeout | null = null;
+  /** What watch() was started for (watchKey); null: not watching. */
+  private watched: string | null = null;
 
   constructor(config: Config, log: Logger, supervisor: Supervisor, initialRevision: string | null, initialShadow: PolicyBundle | null = null) {
     this.config = config;
@@ -203,6 +205,11 @@ export class PolicyReloader {
     }
     const done: ReloadOutcome = { ...outcome, at: new Date().toISOString(), reason, code };
     this.lastOutcome = done;
+    // A reload may point policy.dir (or data_file) elsewhere: watch what is configured now.
+    if (done.ok && this.watched !== null && this.watched !== watchKey(this.config)) {
+      this.close();
+      this.watch();
+    }
     this.onOutcome?.(done);
     if (done.ok) this.log.info({ reason, revision: done.revision, previous, changed: done.changed }, 'policy reload');
     else this.log.error({ reason, revision: done.revision, code, err: done.message }, 'policy reload failed');
@@ -212,6 +219,7 @@ export class PolicyReloader {
   /** Rebuild when a .rego, data or schema file in the policy directory (or the data file) changes. */
   watch(): void {
     const policy = this.config.policy;
+    this.watched = watchKey(this.config);
     if (policy === null || !policy.watch) return;
     const trigger = (file: string | null): void => {
       if (file !== null && !/\.(rego|json|ya?ml)$/.test(file)) return;
@@ -239,4 +247,10 @@ export class PolicyReloader {
     this.watchers = [];
     if (this.debounce !== null) clearTimeout(this.debounce);
   }
+}
+
+/** The watched locations of a config: a change of any means watching anew. */
+function watchKey(config: Config): string {
+  const policy = config.policy;
+  return JSON.stringify(policy === null ? null : [policy.dir, policy.dataFile, policy.watch]);
 }

@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, extname, join, relative, resolve } from 'node:path';
+import { dirname, extname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { RolegateError } from '../errors.ts';
@@ -157,6 +157,9 @@ async function stage(source: string, target: string, replaceRootData: boolean): 
   return regoFiles;
 }
 
+/** The directory name policies are built under (see buildPolicy). */
+const STAGED_NAME = 'rolegate-policy';
+
 /** Rewrites staged paths in opa's messages back to the caller's directory. */
 function unstagePaths(text: string, stagedName: string, dir: string): string {
   const shown = dir.endsWith('/') ? dir.slice(0, -1) : dir;
@@ -195,8 +198,10 @@ export async function buildPolicy(options: BuildPolicyOptions): Promise<BuiltPol
 
   const work = await mkdtemp(join(tmpdir(), 'rolegate-policy-'));
   try {
-    // Staged as <work>/src/<dir name>/… so opa's messages read "policies/x.rego:3".
-    const stagedName = basename(dir) || 'policy';
+    // Staged under one fixed name, whatever the directory is called: opa writes
+    // the file paths into the compiled policy, so a draft copied elsewhere must
+    // build to the same revision. opa's messages are given the caller's paths back.
+    const stagedName = STAGED_NAME;
     const stagedDir = join(work, 'src', stagedName);
     await mkdir(stagedDir, { recursive: true });
     const regoFiles = await stage(dir, stagedDir, options.dataFile !== undefined);

@@ -40,6 +40,19 @@ const isBuildError = (pattern: RegExp) => (error: RolegateError) => {
 };
 
 describe('buildPolicy', () => {
+  test('the revision depends on the policy, not on the name of the directory it is built from', async () => {
+    const a = join(work, 'draft-copy');
+    const b = join(work, 'live-copy');
+    await cp(SHIPPED_POLICY_DIR, a, { recursive: true });
+    await cp(SHIPPED_POLICY_DIR, b, { recursive: true });
+    const [fromA, fromB, shipped] = await Promise.all([buildPolicy({ dir: a, opaPath }), buildPolicy({ dir: b, opaPath }), buildPolicy({ dir: SHIPPED_POLICY_DIR, opaPath })]);
+    assert.equal(fromA.revision, fromB.revision);
+    assert.equal(fromA.revision, shipped.revision);
+    const data = await readFile(join(b, 'data.json'), 'utf8');
+    await writeFile(join(b, 'data.json'), data.replace('reporting jobs: read-only', 'reporting jobs: read only'));
+    assert.notEqual((await buildPolicy({ dir: b, opaPath })).revision, fromA.revision, 'different content, different revision');
+  });
+
   test('builds the shipped policy: wasm, merged data, revision', async () => {
     const built = await buildPolicy({ dir: SHIPPED_POLICY_DIR, opaPath });
     assert.deepEqual([...built.wasm.subarray(0, 4)], [0x00, 0x61, 0x73, 0x6d]); // "\0asm"
