@@ -5,43 +5,13 @@
 // own log lines on a shared stdout — are told apart by their first key.
 
 import { open, realpath, stat } from 'node:fs/promises';
-import type { AuditDecision, AuditEvent, AuditParameter, StatementOutcome } from './record.ts';
+import type { AuditRecord } from './record.ts';
 
-/** A record as JSON.parse gives it back from a line (docs/audit.md, "Fields"). */
-export interface AuditLogRecord {
-  audit: AuditEvent;
-  time: string;
-  unix_ms: number;
-  seq: number;
-  session: string;
-  worker: number;
-  identity: { name: string; method: string };
-  client: { addr: string; port: number };
-  database: string;
-  role: string | null;
-  decision: AuditDecision;
-  rule: string | null;
-  reason: string | null;
-  policy_revision: string;
-  decision_us: number;
-  protocol?: 'simple' | 'extended';
-  statement_name?: string;
-  sql?: string;
-  sql_truncated?: true;
-  sql_bytes?: number;
-  command?: string | null;
-  tables?: string[];
-  tables_omitted?: number;
-  parameters?: AuditParameter[];
-  parameters_omitted?: number;
-  outcome?: StatementOutcome;
-  sqlstate?: string;
-  query_us?: number;
-  rows?: number | null;
-  /** audit.input: facts (what the other fields lack) or full (the whole input document). */
-  input?: Record<string, unknown>;
-  input_omitted?: number;
-}
+/**
+ * A record as JSON.parse gives it back from a line (docs/audit.md, "Fields"):
+ * the record as written, its `input` (audit.input: facts or full) a plain object.
+ */
+export type AuditLogRecord = Omit<AuditRecord, 'input'> & { input?: Record<string, unknown> };
 
 /** Every audit line starts with this: the formatter writes `audit` first. */
 const RECORD_START = '{"audit":';

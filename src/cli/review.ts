@@ -304,8 +304,13 @@ export function findings(usage: Usage, policy: ReviewedPolicy | null): ReviewFin
     const unusedDbs = databases.filter((d) => (use.databases[d] ?? 0) === 0);
     if (unusedDbs.length > 0) out.databases_never_used[name] = unusedDbs;
     if (roles.some(mayWrite)) {
+      // A service's tables.write list (when it has one) already keeps the others read-only: only its entries count.
+      const tablesEntry = entry['tables'];
+      const writeList = isObj(tablesEntry) && Array.isArray(tablesEntry['write']) ? (tablesEntry['write'] as unknown[]).map(String) : null;
+      const writable = (table: string): boolean =>
+        writeList === null || writeList.some((w) => w === table || (!w.includes('.') && table.endsWith(`.${w}`)) || (w.startsWith('public.') && w.slice('public.'.length) === table));
       const onlyRead = Object.entries(use.tables)
-        .filter(([, t]) => t.read > 0 && t.write === 0)
+        .filter(([table, t]) => t.read > 0 && t.write === 0 && writable(table))
         .map(([table]) => table)
         .sort();
       if (onlyRead.length > 0) out.write_capable_only_read[name] = onlyRead;

@@ -48,6 +48,12 @@ describe('review', () => {
       assert.equal(f.write_capable_only_read['orders-svc'], undefined);
       assert.deepEqual(f.write_capable_only_read['migrator'], ['pgbench_accounts']);
       assert.deepEqual(f.write_capable_never_wrote, ['migrator']);
+      // A tables.write list already keeps the tables it does not name read-only: those are not candidates.
+      const services = policy.data['services'] as Record<string, Record<string, unknown>>;
+      const narrowed = { ...policy, data: { ...policy.data, services: { ...services, migrator: { ...services['migrator'], tables: { write: ['other_table'] } } } } };
+      assert.equal(findings(usage, narrowed).write_capable_only_read['migrator'], undefined);
+      const listed = { ...policy, data: { ...policy.data, services: { ...services, migrator: { ...services['migrator'], tables: { write: ['public.pgbench_accounts'] } } } } };
+      assert.deepEqual(findings(usage, listed).write_capable_only_read['migrator'], ['pgbench_accounts']);
       assert.ok(f.rules_never_matched.includes('copy-program'));
       assert.ok(!f.rules_never_matched.includes('read-only-role'), 'reporting-svc was refused writes');
       assert.ok(!f.rules_not_in_sources.includes('allow-write'), 'allow-* is built from a prefix');
