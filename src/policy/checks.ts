@@ -32,7 +32,7 @@ export const INPUT_SCHEMAS: Readonly<Record<PolicyEntrypoint, string>> = {
   'rolegate/statement': 'statement_input',
 };
 
-export type CheckStage = 'schema' | 'build' | 'smoke';
+export type CheckStage = 'schema' | 'build' | 'smoke' | 'data';
 
 export interface PolicyProblem {
   stage: CheckStage;
@@ -364,6 +364,7 @@ export async function runPolicyChecks(options: PolicyCheckOptions): Promise<Poli
     return report;
   }
   report.built = build;
+  report.problems.push(...(await dataKeyProblems(build.data, schemaDir)));
   try {
     report.artifact = await compilePolicy(build);
   } catch (thrown) {
@@ -378,6 +379,44 @@ export async function runPolicyChecks(options: PolicyCheckOptions): Promise<Poli
   report.samples = { 'rolegate/connect': samples['rolegate/connect'].length, 'rolegate/statement': samples['rolegate/statement'].length };
   report.problems.push(...(await smokeTest(report.artifact, samples)));
   return report;
+}
+
+/**
+ * Top-level data keys that look like a misspelt library key. The library's
+ * lint (Rego) checks every key inside services, roles and windows, but cannot
+ * list data's own top-level keys (that rule would depend on itself); authors
+ * may keep their own data at the top level (a policies/<name>/data.json
+ * becomes data.<name>), so only a near miss of a key the data schema names is
+ * refused — `maintenance_window` silently dropping every maintenance window is
+ * what this catches.
+ */
+export async function dataKeyProblems(data: unknown, schemaDir: string): Promise<PolicyProblem[]> {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return [];
+  let known: string[];
+  try {
+    const schema = JSON.parse(await readFile(join(schemaDir, 'data.json'), 'utf8')) as { properties?: Record<string, unknown> };
+    known = Object.keys(schema.properties ?? {});
+  } catch {
+    return [];
+  }
+  const problems: PolicyProblem[] = [];
+  for (const key of Object.keys(data)) {
+    if (known.includes(key)) continue;
+    const near = known.find((k) => editDistance(k, key) <= 2);
+    if (near !== undefined) problems.push({ stage: 'data', message: `unknown-key: data.${key} is not a key the library reads (did you mean ${near}?)` });
+  }
+  return problems;
+}
+
+/** Levenshtein distance (short keys only). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row.push(Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    prev = row;
+  }
+  return prev[b.length] as number;
 }
 
 /** The problems as one text: a heading, then one "- " item per problem (continuation lines indented). */

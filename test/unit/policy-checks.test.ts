@@ -16,6 +16,7 @@ import type { RolegateError } from '../../src/errors.ts';
 import { buildPolicy, opaWasmCapabilities, SHIPPED_POLICY_DIR, SHIPPED_SCHEMA_DIR } from '../../src/policy/build.ts';
 import {
   buildCheckedPolicy,
+  dataKeyProblems,
   combinedInputSchema,
   runPolicyChecks,
   sampleInputs,
@@ -463,3 +464,19 @@ describe('rolegate policy check | test (CLI)', () => {
     assert.equal((await runCli(['policy', 'frobnicate'])).code, 2);
   });
 });
+
+describe('top-level data keys', () => {
+  test('a near miss of a key the library reads is refused with the key it meant; an author\'s own data is not', async () => {
+    const problems = await dataKeyProblems({ services: {}, maintenance_window: [], rolse: {}, pii: { columns: [] }, custom: {} }, SHIPPED_SCHEMA_DIR);
+    assert.deepEqual(problems, [
+      { stage: 'data', message: 'unknown-key: data.maintenance_window is not a key the library reads (did you mean maintenance_windows?)' },
+      { stage: 'data', message: 'unknown-key: data.rolse is not a key the library reads (did you mean roles?)' },
+    ]);
+  });
+
+  test('the shipped data has none', async () => {
+    const built = await buildPolicy({ dir: SHIPPED_POLICY_DIR, opaPath });
+    assert.deepEqual(await dataKeyProblems(built.data, SHIPPED_SCHEMA_DIR), []);
+  });
+});
+
