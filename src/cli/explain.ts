@@ -10,7 +10,7 @@
 // time: the document the policy evaluated.
 
 import { readFileSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -24,7 +24,7 @@ import { connectInput, sessionContext, statementInput } from '../decision/inputs
 import { PolicyLog } from '../decision/policy-log.ts';
 import { invalidText, PROXY_RULES } from '../decision/proxy-rules.ts';
 import { ERRORS, RolegateError } from '../errors.ts';
-import { SHIPPED_POLICY_DIR } from '../policy/build.ts';
+import { policySourceFiles, SHIPPED_POLICY_DIR } from '../policy/build.ts';
 import type { AuthMethod, ConnectDecision, ConnectInput, IdentityInput, StatementDecision, StatementInput, TimeInput } from '../policy/contract.ts';
 import { ensureOpa, runOpa } from '../policy/opa-cli.ts';
 import { checkSqlBytes } from '../protocol/frontend.ts';
@@ -274,19 +274,7 @@ function verdictOf(result: StatementResult): StatementVerdict {
 
 /** The .rego files a policy build compiles (tests left out), for `opa eval` over the same sources. */
 async function regoSources(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (at: string): Promise<void> => {
-    const entries = await readdir(at, { withFileTypes: true });
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const entry of entries) {
-      if (entry.name.startsWith('.') || entry.name === 'node_modules') continue;
-      const full = path.join(at, entry.name);
-      if (entry.isDirectory()) await walk(full);
-      else if (entry.isFile() && entry.name.endsWith('.rego') && !entry.name.endsWith('_test.rego')) out.push(full);
-    }
-  };
-  await walk(dir);
-  return out;
+  return (await policySourceFiles(dir, false)).filter((f) => f.kind === 'rego').map((f) => f.path);
 }
 
 export interface TraceOutput {

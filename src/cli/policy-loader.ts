@@ -7,11 +7,12 @@
 // with every problem listed and the running one stays active.
 
 import { watch, type FSWatcher } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config, PolicyConfig } from '../config/config.ts';
 import { RolegateError, type ErrorCode } from '../errors.ts';
+import { policySourceFiles } from '../policy/build.ts';
 import { buildCheckedPolicy } from '../policy/checks.ts';
 import { PolicyEngine } from '../policy/engine.ts';
 import { ensureOpa } from '../policy/opa-cli.ts';
@@ -76,10 +77,9 @@ export async function loadShadowBundle(config: Config, log: Logger): Promise<Pol
  * variable named sql…) keys decisions by the statement's exact text.
  */
 export async function mentionsSql(dir: string): Promise<boolean> {
-  const files = await readdir(dir, { recursive: true });
-  for (const file of files) {
-    if (!file.endsWith('.rego') || file.endsWith('_test.rego')) continue;
-    const code = (await readFile(path.join(dir, file), 'utf8'))
+  for (const file of await policySourceFiles(dir, false)) {
+    if (file.kind !== 'rego') continue;
+    const code = (await readFile(file.path, 'utf8'))
       .split('\n')
       .filter((line) => !line.trimStart().startsWith('#'))
       .join('\n');

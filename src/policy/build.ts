@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, extname, join, relative, resolve } from 'node:path';
+import { dirname, extname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { RolegateError } from '../errors.ts';
@@ -130,31 +130,51 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Copies what the bundle needs from `source` into `target`, keeping relative paths. */
-async function stage(source: string, target: string, replaceRootData: boolean): Promise<number> {
-  let regoFiles = 0;
-  const walk = async (dir: string): Promise<void> => {
-    const entries = await readdir(dir, { withFileTypes: true });
+/** One file a policy is built from. */
+export interface PolicySourceFile {
+  /** Where it is. */
+  path: string;
+  /** Its path below the policy directory, '/'-separated. */
+  name: string;
+  kind: 'rego' | 'data';
+}
+
+/**
+ * The files a build compiles, in a stable order: every .rego except
+ * *_test.rego, and every data file, below `dir` (hidden entries and
+ * node_modules skipped). `replaceRootData`: a data file given apart replaces
+ * the directory's own root data file, which is left out.
+ */
+export async function policySourceFiles(dir: string, replaceRootData: boolean): Promise<PolicySourceFile[]> {
+  const out: PolicySourceFile[] = [];
+  const walk = async (at: string): Promise<void> => {
+    const entries = await readdir(at, { withFileTypes: true });
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const entry of entries) {
       if (entry.name.startsWith('.') || entry.name === 'node_modules') continue;
-      const from = join(dir, entry.name);
+      const from = join(at, entry.name);
       if (entry.isDirectory()) {
         await walk(from);
         continue;
       }
       if (!entry.isFile()) continue;
-      const isRego = entry.name.endsWith('.rego') && !entry.name.endsWith('_test.rego');
-      const isData = DATA_FILE_NAMES.has(entry.name) && !(replaceRootData && dir === source);
-      if (!isRego && !isData) continue;
-      const to = join(target, relative(source, from));
-      await mkdir(dirname(to), { recursive: true });
-      await copyFile(from, to);
-      if (isRego) regoFiles++;
+      const kind = entry.name.endsWith('.rego') && !entry.name.endsWith('_test.rego') ? 'rego' : DATA_FILE_NAMES.has(entry.name) && !(replaceRootData && at === dir) ? 'data' : null;
+      if (kind !== null) out.push({ path: from, name: relative(dir, from).split(sep).join('/'), kind });
     }
   };
-  await walk(source);
-  return regoFiles;
+  await walk(dir);
+  return out;
+}
+
+/** Copies what the bundle needs from `source` into `target`, keeping relative paths; returns the number of .rego files. */
+async function stage(source: string, target: string, replaceRootData: boolean): Promise<number> {
+  const files = await policySourceFiles(source, replaceRootData);
+  for (const file of files) {
+    const to = join(target, relative(source, file.path));
+    await mkdir(dirname(to), { recursive: true });
+    await copyFile(file.path, to);
+  }
+  return files.filter((f) => f.kind === 'rego').length;
 }
 
 /** The directory name policies are built under (see buildPolicy). */

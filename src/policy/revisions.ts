@@ -21,6 +21,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RolegateError } from '../errors.ts';
+import { policySourceFiles } from './build.ts';
 
 /** What keeping a revision needs: the built policy and what it was built from. */
 export interface RevisionToKeep {
@@ -74,7 +75,6 @@ export function isRevisionId(text: string): boolean {
   return REVISION.test(text);
 }
 
-const DATA_FILE_NAMES = new Set(['data.json', 'data.yaml', 'data.yml']);
 
 /**
  * The sources a policy is built from, as build.ts stages them: every .rego
@@ -83,23 +83,7 @@ const DATA_FILE_NAMES = new Set(['data.json', 'data.yaml', 'data.yml']);
  */
 export async function readPolicySources(dir: string, dataFile: string | null): Promise<Map<string, Uint8Array>> {
   const out = new Map<string, Uint8Array>();
-  const walk = async (at: string): Promise<void> => {
-    const entries = await readdir(at, { withFileTypes: true });
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    for (const entry of entries) {
-      if (entry.name.startsWith('.') || entry.name === 'node_modules') continue;
-      const from = path.join(at, entry.name);
-      if (entry.isDirectory()) {
-        await walk(from);
-        continue;
-      }
-      if (!entry.isFile()) continue;
-      const isRego = entry.name.endsWith('.rego') && !entry.name.endsWith('_test.rego');
-      const isData = DATA_FILE_NAMES.has(entry.name) && !(dataFile !== null && at === dir);
-      if (isRego || isData) out.set(path.relative(dir, from).split(path.sep).join('/'), await readFile(from));
-    }
-  };
-  await walk(dir);
+  for (const file of await policySourceFiles(dir, dataFile !== null)) out.set(file.name, await readFile(file.path));
   if (dataFile !== null) out.set(path.extname(dataFile).toLowerCase() === '.json' ? 'data.json' : 'data.yaml', await readFile(dataFile));
   return out;
 }
