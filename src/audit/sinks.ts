@@ -26,6 +26,7 @@
 import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { Client } from 'undici';
+import type { AuditFileConfig, AuditHttpConfig, AuditStdoutConfig } from '../config/config.ts';
 import { RolegateError } from '../errors.ts';
 
 export interface AuditSinkStats {
@@ -359,11 +360,9 @@ function errorText(err: unknown): string {
 
 // ------------------------------------------------------------------ stdout
 
-export interface StdoutSinkOptions {
+export interface StdoutSinkOptions extends AuditStdoutConfig {
   /** Defaults to process.stdout. */
   stream?: Writable;
-  maxQueuedRecords: number;
-  maxQueuedBytes: number;
 }
 
 /**
@@ -456,16 +455,7 @@ export class StdoutSink extends SinkBase implements AuditSink {
 
 // -------------------------------------------------------------------- file
 
-export interface FileSinkOptions {
-  path: string;
-  /** Rotate before a write would take the file past this size. */
-  maxBytes: number;
-  /** Rotated files kept: path.1 (newest) … path.<keep>; 0 = just start the file over. */
-  keep: number;
-  maxQueuedRecords: number;
-  maxQueuedBytes: number;
-  /** After a failure, try to reopen and write again every retryMs. */
-  retryMs: number;
+export interface FileSinkOptions extends AuditFileConfig {
   /** File mode for new files (audit text can hold sensitive SQL). */
   mode?: number;
 }
@@ -685,22 +675,9 @@ export class FileSink extends SinkBase implements AuditSink {
 
 // -------------------------------------------------------------------- http
 
-export interface HttpSinkOptions {
-  /** http: or https: URL the NDJSON batches are POSTed to. */
-  url: string;
+export interface HttpSinkOptions extends Omit<AuditHttpConfig, 'headers'> {
   /** Extra request headers (e.g. authorization). */
-  headers?: Record<string, string>;
-  batchMaxRecords: number;
-  batchMaxBytes: number;
-  /** Send a partial batch at least this often. */
-  flushIntervalMs: number;
-  /** Connect, headers and body timeout of one request. */
-  timeoutMs: number;
-  maxQueuedRecords: number;
-  maxQueuedBytes: number;
-  /** Backoff after a failed batch: retryInitialMs × 2^(attempt-1), capped at retryMaxMs, with jitter (½ to 1 ×). */
-  retryInitialMs: number;
-  retryMaxMs: number;
+  headers?: Readonly<Record<string, string>>;
   /** How long close() keeps trying to deliver what is queued. */
   closeTimeoutMs?: number;
   /**

@@ -148,24 +148,29 @@ export interface AuditFileConfig {
   path: string;
   /** Rotate before a write would take the file past this size. */
   maxBytes: number;
-  /** Rotated files kept (path.1 … path.<keep>). */
+  /** Rotated files kept: path.1 (newest) … path.<keep>; 0 = just start the file over. */
   keep: number;
   maxQueuedRecords: number;
   maxQueuedBytes: number;
+  /** After a failure, try to reopen and write again every retryMs. */
   retryMs: number;
 }
 
 /** audit.http: NDJSON batches POSTed to url. */
 export interface AuditHttpConfig {
+  /** http: or https: URL the NDJSON batches are POSTed to. */
   url: string;
   /** Lower-case header names; values from headers and headers_env. */
   headers: Readonly<Record<string, string>>;
   batchMaxRecords: number;
   batchMaxBytes: number;
+  /** Send a partial batch at least this often. */
   flushIntervalMs: number;
+  /** Connect, headers and body timeout of one request. */
   timeoutMs: number;
   maxQueuedRecords: number;
   maxQueuedBytes: number;
+  /** Backoff after a failed batch: retryInitialMs × 2^(attempt-1), capped at retryMaxMs, with jitter (½ to 1 ×). */
   retryInitialMs: number;
   retryMaxMs: number;
 }
