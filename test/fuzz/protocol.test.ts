@@ -18,6 +18,7 @@ import { FrameEvent, Framer } from '../../src/protocol/framer.ts';
 import * as fe from '../../src/protocol/frontend.ts';
 import { parseOptions } from '../../src/session/startup-options.ts';
 import { fuzzBudget, mutate, mutationArbitrary, splitAt } from '../helpers/security.ts';
+import { frame } from '../helpers/raw-client.ts';
 
 const budget = fuzzBudget({ runs: 2000, seconds: 3 });
 const params = { numRuns: budget.numRuns, interruptAfterTimeLimit: budget.timeLimitMs, ...(budget.seed === undefined ? {} : { seed: budget.seed }) };
@@ -30,14 +31,6 @@ const FRONTEND_TYPES = [
   Frontend.Flush, Frontend.Close, Frontend.CopyData, Frontend.CopyDone, Frontend.CopyFail,
   Frontend.FunctionCall, Frontend.Terminate,
 ];
-
-function frame(type: number, body: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  out.set(body, 5);
-  return out;
-}
 
 /** A well-formed message of a frontend type with a random body (CopyData may be larger than MAX / 2 to force streaming). */
 const validMessage = fc

@@ -1,6 +1,7 @@
 // The demo database (roles app_reader/app_writer/app_admin, database app) in
 // the test cluster, and configs that put rolegate in front of it.
 
+import assert from 'node:assert/strict';
 import pg from 'pg';
 import { DEMO_ROLES, DEMO_USERS, demoConfigYaml, prepareDemoDatabase } from '../../src/cli/demo.ts';
 import { adminQuery, testPostgres } from './pg.ts';
@@ -35,4 +36,16 @@ export async function connect(port: number, user: DemoUser, extra: Partial<pg.Cl
   const client = new pg.Client(clientConfig(port, user, extra));
   await client.connect();
   return client;
+}
+
+/** Awaits `p`, which must fail with 42501 naming `rule` (a statement the policy denied); returns the error. */
+export async function deniedWith(p: Promise<unknown>, rule: string): Promise<pg.DatabaseError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e as pg.DatabaseError,
+  );
+  assert.ok(err, `expected a denial by ${rule}`);
+  assert.equal(err.code, '42501', err.message);
+  assert.match(err.message, new RegExp(`rule "${rule}"`));
+  return err;
 }

@@ -128,11 +128,15 @@ function describe(m: Message | null): string {
 }
 
 export function message(type: string, body: Buffer | string = Buffer.alloc(0)): Buffer {
-  const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const out = Buffer.alloc(5 + b.length);
-  out.write(type, 0, 'latin1');
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
+  return frame(type.charCodeAt(0), typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
+}
+
+/** A v3 message: type byte, int32 length (counting itself), body. */
+export function frame(type: number, body: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = type;
+  out.writeInt32BE(4 + body.length, 1);
+  out.set(body, 5);
   return out;
 }
 

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type pg from 'pg';
-import { connect, demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { connect, demoConfig, deniedWith, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { CLI, startProxy, type RunningProxy } from '../helpers/proxy.ts';
 
 /** A small policy of the test's own: the shipped library changes, this does not. */
@@ -40,17 +40,6 @@ function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr:
       resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout, stderr });
     });
   });
-}
-
-async function deniedWith(p: Promise<unknown>, rule: string): Promise<pg.DatabaseError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e as pg.DatabaseError,
-  );
-  assert.ok(err, `expected a denial by ${rule}`);
-  assert.equal(err.code, '42501', err.message);
-  assert.match(err.message, new RegExp(`rule "${rule}"`));
-  return err;
 }
 
 describe('reload refuses a policy that fails the build checks', () => {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { adminQuery } from '../helpers/pg.ts';
-import { connect, demoConfig, DEMO_USERS, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { connect, DEMO_USERS, demoConfig, deniedWith, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
 import { policyCopy, withPolicyDir } from '../helpers/security.ts';
 import { bind, errorFields, execute, parse, query, RawClient, sqlstate, sync } from '../helpers/raw-client.ts';
@@ -17,17 +17,6 @@ import { bind, errorFields, execute, parse, query, RawClient, sqlstate, sync } f
 async function count(sql: string): Promise<number> {
   const rows = await adminQuery<{ c: string }>(sql, 'app');
   return Number(rows[0]?.c);
-}
-
-async function deniedWith(p: Promise<unknown>, rule: string): Promise<pg.DatabaseError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e as pg.DatabaseError,
-  );
-  assert.ok(err, `expected a denial by ${rule}`);
-  assert.equal(err.code, '42501', err.message);
-  assert.match(err.message, new RegExp(`rule "${rule}"`));
-  return err;
 }
 
 describe('shipped policy through rolegate', () => {

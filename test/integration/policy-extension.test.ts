@@ -7,26 +7,14 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type pg from 'pg';
 import { adminQuery } from '../helpers/pg.ts';
-import { connect, demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
+import { connect, demoConfig, deniedWith, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { startProxy, type RunningProxy } from '../helpers/proxy.ts';
 import { editJson, policyCopy, reload, withPolicyDir } from '../helpers/security.ts';
 
 async function value(sql: string): Promise<string | undefined> {
   const rows = await adminQuery<{ v: string }>(sql, 'app');
   return rows[0]?.v;
-}
-
-async function deniedWith(p: Promise<unknown>, rule: string): Promise<pg.DatabaseError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e as pg.DatabaseError,
-  );
-  assert.ok(err, `expected a denial by ${rule}`);
-  assert.equal(err.code, '42501', err.message);
-  assert.match(err.message, new RegExp(`rule "${rule}"`));
-  return err;
 }
 
 const NO_DELETE_HOOK = `package rolegate.hooks

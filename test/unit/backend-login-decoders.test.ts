@@ -10,14 +10,7 @@ import fc from 'fast-check';
 import * as be from '../../src/protocol/backend.ts';
 import { Backend, TxStatus } from '../../src/protocol/constants.ts';
 import { FrameEvent, Framer } from '../../src/protocol/framer.ts';
-
-function frame(type: number, body: Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
+import { frame } from '../helpers/raw-client.ts';
 
 function int32(n: number): Buffer {
   const b = Buffer.alloc(4);

@@ -15,6 +15,7 @@ import * as be from '../../src/protocol/backend.ts';
 import { Backend, Frontend, StartupCode, TxStatus } from '../../src/protocol/constants.ts';
 import { decodeStartupPacket, readCString } from '../../src/protocol/frontend.ts';
 import { cancelRequest, connectUpstream, LOGIN_MAX_MESSAGE_BYTES, sendUpstreamCancel, type UpstreamLogin, type UpstreamTarget } from '../../src/upstream/connect.ts';
+import { frame } from '../helpers/raw-client.ts';
 
 // ---- a fake upstream ----------------------------------------------------------------
 
@@ -108,14 +109,6 @@ async function fakeUpstream(): Promise<Fake> {
 }
 
 // ---- bytes the fake server sends ----------------------------------------------------
-
-function frame(type: number, body: Buffer): Buffer {
-  const out = Buffer.alloc(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
-}
 
 function auth(code: number, rest: Buffer = Buffer.alloc(0)): Buffer {
   const body = Buffer.alloc(4 + rest.length);
