@@ -30,6 +30,8 @@ export interface StatusSource {
   audit(): (AuditHubStats & { sinkHealthy: boolean }) | null;
   /** Shadow mode (policy.shadow): the candidate's revision and how often it decided and disagreed; null when off. */
   shadow?: () => ShadowStatus | null;
+  /** guards.allow of the running config: the side doors the operator opened. */
+  guards?: () => { allow: readonly string[] };
 }
 
 export interface ShadowStatus {
@@ -51,6 +53,8 @@ export interface Status {
   workers: WorkerStatus[];
   audit: { healthy: boolean; mode: string; written: number; dropped: number; queued: number; failures: number } | null;
   recent_denials: RecentDenial[];
+  /** rolegate's own guards: which ones the config lifted (every other guard holds). */
+  guards: { allow: readonly string[] };
 }
 
 export function status(source: StatusSource, now = Date.now()): Status {
@@ -68,6 +72,7 @@ export function status(source: StatusSource, now = Date.now()): Status {
     workers: source.workers(),
     audit: audit === null ? null : { healthy: audit.sinkHealthy, mode: audit.mode, written: audit.written, dropped: audit.dropped, queued: audit.queued, failures: audit.failures },
     recent_denials: source.recentDenials(),
+    guards: source.guards?.() ?? { allow: [] },
   };
 }
 
@@ -95,6 +100,7 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <p id="summary">loading…</p>
 <p id="reload"></p>
 <p id="shadow"></p>
+<p id="guards"></p>
 <h2>Workers</h2>
 <table id="workers"></table>
 <h2>Audit</h2>
@@ -122,6 +128,9 @@ async function refresh() {
     r.textContent = last === null ? 'no reload yet' : 'last reload ' + last.at + ' (' + last.reason + '): ' + (last.ok ? 'ok' : 'REFUSED, revision ' + (last.revision ?? 'none') + ' stays active: ' + last.error);
     const sh = s.policy.shadow;
     document.getElementById('shadow').textContent = sh === null ? 'shadow policy: off' : 'shadow policy ' + sh.revision + ' · ' + sh.decisions + ' decisions · would deny what runs now: ' + sh.disagreements.allow_to_deny + ' · would allow what is refused now: ' + sh.disagreements.deny_to_allow;
+    const g = document.getElementById('guards');
+    g.className = s.guards.allow.length > 0 ? 'bad' : '';
+    g.textContent = s.guards.allow.length === 0 ? 'every guard holds' : 'guards lifted by guards.allow: ' + s.guards.allow.join(', ');
     const w = document.getElementById('workers');
     w.replaceChildren();
     const states = s.workers.length > 0 ? Object.keys(s.workers[0].connections) : [];

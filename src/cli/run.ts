@@ -105,6 +105,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string, op
         log.info({ reason, file: current.file }, 'config reload');
         // Each worker builds a new time source and decision cache with them; open sessions' next decisions use them.
         if (timeChanged) log.info({ zone: current.time.zone, bucketMs: current.time.bucketMs, fixedMs: current.time.fixedMs }, 'config reload: new time settings apply to the next decisions');
+        logLiftedGuards(log, current, 'config reload: ');
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         log.error({ reason, err: message }, 'config reload failed; the running config stays active');
@@ -120,6 +121,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string, op
   process.on('SIGHUP', () => {
     void reloadAll('SIGHUP');
   });
+  logLiftedGuards(log, config, '');
   // Handlers first: a signal that arrives while workers start must still drain.
   await supervisor.start();
   reloader?.watch();
@@ -129,6 +131,7 @@ export async function runProxy(config: Config, log: Logger, logLevel: string, op
     startedAt,
     workers: () => metrics.workerStatus(),
     recentDenials: () => metrics.recentDenials(),
+    guards: () => ({ allow: current.guards.allow }),
     audit: () => (auditHub === null ? null : { ...auditHub.stats(), sinkHealthy: auditHub.sinkHealthy }),
     shadow: () => {
       const revision = reloader?.shadowRevision ?? null;
@@ -149,4 +152,14 @@ export async function runProxy(config: Config, log: Logger, logLevel: string, op
   });
   const address = admin?.address();
   return { supervisor, reloader, adminPort: typeof address === 'object' && address !== null ? address.port : null };
+}
+
+/**
+ * guards.allow opens side doors for every session whose policy allows the
+ * statement: said at start (a warning, so it is seen) and at each reload.
+ */
+function logLiftedGuards(log: Logger, config: Config, prefix: string): void {
+  const allow = config.guards.allow;
+  if (allow.length > 0) log.warn({ guardsAllow: allow }, `${prefix}guards lifted by guards.allow: ${allow.join(', ')} (the policy alone decides these statements)`);
+  else if (prefix !== '') log.info({ guardsAllow: allow }, `${prefix}every guard holds (guards.allow is empty)`);
 }

@@ -233,7 +233,17 @@ export interface Config {
   /** null: audit off. */
   audit: AuditConfig | null;
   metrics: MetricsConfig;
+  /** guards.allow: the side doors the operator opened by name (rolegate's other guards cannot be lifted). */
+  guards: { allow: readonly LiftableGuard[] };
 }
+
+/**
+ * Guards an operator may lift with guards.allow (decision/guards.ts holds
+ * them all): each opens a way out of the database, not a way around rolegate.
+ * The role and the parser's settings stay guarded whatever the config says.
+ */
+export const LIFTABLE_GUARDS = ['copy_program', 'copy_file', 'large_objects', 'server_files', 'remote_connections'] as const;
+export type LiftableGuard = (typeof LIFTABLE_GUARDS)[number];
 
 const DEFAULT_PASSTHROUGH = [
   'application_name',
@@ -693,8 +703,9 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
 
   const audit = readAudit(top, problems, baseDir, env);
   const metrics = readMetrics(top);
+  const guards = readGuards(top, problems);
   top.finish();
-  return { file, listen: listenCfg, workers, upstream, tls, auth, proxyProtocol, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters, audit, metrics };
+  return { file, listen: listenCfg, workers, upstream, tls, auth, proxyProtocol, limits, users, roles, policy, time, proxy, admin, shutdown, passthroughParameters, audit, metrics, guards };
 }
 
 export interface MetricsConfig {
@@ -823,6 +834,30 @@ function readMetrics(top: Reader): MetricsConfig {
   };
   m.finish();
   return metrics;
+}
+
+/** guards.allow: names from LIFTABLE_GUARDS; the guards that cannot be lifted are named as such. */
+function readGuards(top: Reader, problems: Problems): Config['guards'] {
+  const g = top.child('guards');
+  const raw = g.value('allow');
+  const allow: LiftableGuard[] = [];
+  if (raw !== undefined && raw !== null) {
+    if (!Array.isArray(raw) || raw.some((x) => typeof x !== 'string')) {
+      problems.add(g.key('allow'), `must be a list of guard names (${LIFTABLE_GUARDS.join(', ')}), got ${JSON.stringify(raw)}`);
+    } else {
+      for (const name of raw as string[]) {
+        if ((LIFTABLE_GUARDS as readonly string[]).includes(name)) {
+          if (!allow.includes(name as LiftableGuard)) allow.push(name as LiftableGuard);
+        } else if (name === 'role_change' || name === 'pinned_parameter') {
+          problems.add(g.key('allow'), `"${name}" cannot be lifted: the session's role and the settings rolegate reads SQL under are always guarded`);
+        } else {
+          problems.add(g.key('allow'), `unknown guard "${name}"; the guards that can be lifted are ${LIFTABLE_GUARDS.join(', ')}`);
+        }
+      }
+    }
+  }
+  g.finish();
+  return { allow };
 }
 
 function deepFreeze<T>(value: T): T {

@@ -8,6 +8,7 @@ import type { FactsCache } from '../sql/facts-cache.ts';
 import { initParser } from '../sql/parser.ts';
 import type { Authorizer } from './authorizer.ts';
 import type { TimeSource } from './clock.ts';
+import { Guards } from './guards.ts';
 import { PolicyAuthorizer } from './policy-authorizer.ts';
 import { PolicyLog, type DecisionLog } from './policy-log.ts';
 import { StaticAuthorizer } from './static-authorizer.ts';
@@ -21,13 +22,14 @@ import type { PolicyBundle } from '../policy/engine.ts';
  * a budget of its own).
  */
 export async function createAuthorizer(config: Config, policy: PolicyBundle | null, log: PolicyLog | DecisionLog, time: TimeSource, facts: FactsCache): Promise<Authorizer> {
-  if (policy === null) return new StaticAuthorizer(config);
   await initParser();
+  const guards = new Guards(config.guards.allow);
+  if (policy === null) return new StaticAuthorizer(config, facts, guards);
   const { revision } = policy;
   const policyLog = log instanceof PolicyLog ? log : new PolicyLog(log);
   const engine = await PolicyEngine.create(policy, {
     onError: (error, _entrypoint, call) => policyLog.evaluationFailed(error, call, revision),
     onPrint: (line, call) => policyLog.printed(line, call, revision),
   });
-  return new PolicyAuthorizer({ engine, facts, time, bucketMs: config.time.bucketMs, decisionCacheEntries: config.limits.decisionCacheEntries, keyByText: policy.readsStatementText });
+  return new PolicyAuthorizer({ engine, facts, time, bucketMs: config.time.bucketMs, decisionCacheEntries: config.limits.decisionCacheEntries, keyByText: policy.readsStatementText, guards });
 }

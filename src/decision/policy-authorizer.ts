@@ -16,6 +16,7 @@ import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionCont
 import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
 import { parseErrorDenial, policyMessage, proxyDenial } from './proxy-rules.ts';
 import type { TimeSource } from './clock.ts';
+import { Guards } from './guards.ts';
 import { statementInput } from './inputs.ts';
 
 export interface PolicyAuthorizerOptions {
@@ -30,6 +31,8 @@ export interface PolicyAuthorizerOptions {
    * and `WHERE id = 2` share a decision.
    */
   keyByText: boolean;
+  /** rolegate's own guard rails, checked before the policy (default: none lifted). */
+  guards?: Guards;
 }
 
 export class PolicyAuthorizer implements Authorizer {
@@ -42,6 +45,7 @@ export class PolicyAuthorizer implements Authorizer {
   private readonly maxDecisions: number;
   private readonly decisions = new Map<StatementFacts | string, Map<string, StatementDecision>>();
   private readonly keyByText: boolean;
+  private readonly guards: Guards;
   /** Facts → canonical key without the text (computed once per facts object). */
   private readonly factsKeys = new WeakMap<StatementFacts, string>();
   /** Decisions held (all contexts of all statements), bounded by maxDecisions. */
@@ -70,6 +74,7 @@ export class PolicyAuthorizer implements Authorizer {
     this.bucketMs = options.bucketMs;
     this.maxDecisions = options.decisionCacheEntries;
     this.keyByText = options.keyByText;
+    this.guards = options.guards ?? new Guards();
   }
 
   connect(input: ConnectInput): ConnectDecision {
@@ -96,6 +101,14 @@ export class PolicyAuthorizer implements Authorizer {
     // PREPAREs earlier in this same text, for an EXECUTE later in it.
     let preparedHere: Map<string, string> | null = null;
     for (const stmt of parsed.statements) {
+      // rolegate's guards first: the policy is not asked about what they refuse.
+      if (stmt.meta.guarded.length !== 0) {
+        const refused = this.guards.check(stmt.meta.guarded, stmt.facts);
+        if (refused !== null) {
+          decisions?.push({ allow: false, rule: refused.rule, reason: refused.reason });
+          return refused;
+        }
+      }
       const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, decisions);
       if (!own.allow) return own;
       // EXECUTE name runs what was prepared earlier: decide that too, now (a

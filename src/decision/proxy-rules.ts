@@ -34,6 +34,21 @@ export const PROXY_RULES = {
   'ambiguous-prepared-statement': { sqlstate: '42501', reason: () => 'the prepared statement was redefined too often for rolegate to know what it runs' },
   /** A prepared statement whose body EXECUTEs another one. */
   'nested-execute': { sqlstate: '42501', reason: (name) => `prepared statement "${name}" executes another prepared statement` },
+  // Guards (guards.ts): held by rolegate whatever the policy answers; `detail` is the statement's command.
+  /** SET/RESET ROLE, SESSION AUTHORIZATION, set_config('role'), ALTER ROLE … SET role, RESET ALL, DISCARD ALL. */
+  'guard:role-change': { sqlstate: '42501', reason: (command) => `${command} could change or reset who the session is (role, session authorization); it stays the role rolegate logged in as` },
+  /** client_encoding and standard_conforming_strings: the server must read SQL as rolegate's parser does. */
+  'guard:pinned-parameter': { sqlstate: '42501', reason: (command) => `${command} could change client_encoding or standard_conforming_strings, which rolegate pins so that the server reads SQL as rolegate does` },
+  /** COPY … PROGRAM runs a shell command on the database host. */
+  'guard:copy-program': { sqlstate: '42501', reason: () => 'COPY … PROGRAM runs a command on the database host (the operator can lift this with guards.allow: [copy_program])' },
+  /** COPY to or from a file on the database host. */
+  'guard:copy-file': { sqlstate: '42501', reason: () => 'COPY to or from a server file reads or writes files on the database host (guards.allow: [copy_file] lifts this)' },
+  /** Server-side lo_import / lo_export. */
+  'guard:large-objects': { sqlstate: '42501', reason: () => 'server-side lo_import/lo_export read or write files on the database host (guards.allow: [large_objects] lifts this)' },
+  /** pg_read_file, pg_ls_*, pg_stat_file, adminpack's file functions. */
+  'guard:server-files': { sqlstate: '42501', reason: () => 'the statement reads, lists or writes files on the database host (guards.allow: [server_files] lifts this)' },
+  /** dblink*, postgres_fdw_*, foreign servers and user mappings. */
+  'guard:remote-connections': { sqlstate: '42501', reason: () => 'the statement opens or defines a connection from the database host to another server or data source (guards.allow: [remote_connections] lifts this)' },
   /** The per-session bound on prepared statements (what rolegate tracks per session is bounded). */
   'prepared-statement-limit': { sqlstate: '54000', reason: () => 'the session holds too many prepared statements', message: (limit) => `too many prepared statements in this session (limit ${limit})` },
 } as const satisfies Record<string, ProxyRule>;

@@ -1,24 +1,38 @@
 // Identity → role mapping straight from the config's users: section, used when
-// no policy: section is configured. Statements are not restricted.
+// no policy: section is configured. Statements are not restricted by a
+// policy; rolegate's own guards (guards.ts) still hold, so every text is parsed
+// (through the worker's facts cache) and text the parser rejects is refused.
 
 import type { Config } from '../config/config.ts';
 import type { ConnectDecision, ConnectInput } from '../policy/contract.ts';
-import { ALLOW, undecided, type Authorizer, type StatementResult } from './authorizer.ts';
+import type { FactsCache } from '../sql/facts-cache.ts';
+import { ALLOW, undecided, type Authorizer, type PreparedRecord, type SessionContext, type SessionSqlState, type StatementRequest, type StatementResult } from './authorizer.ts';
+import type { Guards } from './guards.ts';
+import { parseErrorDenial } from './proxy-rules.ts';
 
-/** Statements are not restricted: one shared answer. */
+/** Statements the guards let through: one shared answer. */
 const ALLOWED: StatementResult = Object.freeze(undecided(ALLOW));
 
 export class StaticAuthorizer implements Authorizer {
   readonly revision = 'static';
   readonly enforcesStatements = false;
-  readonly parseCacheHits = 0;
-  readonly parseCacheMisses = 0;
   readonly decisionCacheHits = 0;
   readonly decisionCacheMisses = 0;
   private readonly config: Config;
+  private readonly facts: FactsCache;
+  private readonly guards: Guards;
 
-  constructor(config: Config) {
+  get parseCacheHits(): number {
+    return this.facts.hits;
+  }
+  get parseCacheMisses(): number {
+    return this.facts.misses;
+  }
+
+  constructor(config: Config, facts: FactsCache, guards: Guards) {
     this.config = config;
+    this.facts = facts;
+    this.guards = guards;
   }
 
   connect(input: ConnectInput): ConnectDecision {
@@ -37,11 +51,38 @@ export class StaticAuthorizer implements Authorizer {
     return { allow: true, role: user.role, database, rule: 'static-mapping', reason: 'mapped by config users:' };
   }
 
-  statements(): StatementResult {
+  /**
+   * Allowed unless a guard refuses one of the text's statements. A denial's
+   * result holds only the refused statement (with the guard's decision), so
+   * the audit record and metrics describe it.
+   */
+  statements(request: StatementRequest): StatementResult {
+    return this.check(request.sql, performance.now());
+  }
+
+  /** At Bind after a reload (guards.allow may have changed): every text the name may hold is checked again. */
+  preparedStatement(_session: SessionContext, _state: SessionSqlState, rec: PreparedRecord): StatementResult {
+    const t0 = performance.now();
+    for (const sql of [rec.sql, ...rec.others]) {
+      const result = this.check(sql, t0);
+      if (!result.allow) return result;
+    }
     return ALLOWED;
   }
 
-  preparedStatement(): StatementResult {
+  private check(sql: string, t0: number): StatementResult {
+    const parsed = this.facts.get(sql);
+    if (!parsed.ok) {
+      // Fail closed: a guarded statement could hide in text the parser rejects.
+      const denial = parseErrorDenial(parsed.code, parsed.message, parsed.cursorPosition === null ? null : parsed.cursorPosition + 1);
+      return { ...denial, parsed: null, decisions: [], decisionUs: Math.round((performance.now() - t0) * 1000) };
+    }
+    for (const stmt of parsed.statements) {
+      if (stmt.meta.guarded.length === 0) continue;
+      const refused = this.guards.check(stmt.meta.guarded, stmt.facts);
+      if (refused === null) continue;
+      return { ...refused, parsed: [stmt], decisions: [{ allow: false, rule: refused.rule, reason: refused.reason }], decisionUs: Math.round((performance.now() - t0) * 1000) };
+    }
     return ALLOWED;
   }
 }

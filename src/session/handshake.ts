@@ -20,6 +20,7 @@ import { Frontend } from '../protocol/constants.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
+import { PARSER_SETTINGS, isUtf8Name } from '../sql/guarded-effects.ts';
 import { parseOptions } from './startup-options.ts';
 import type { SessionLog } from './session-host.ts';
 
@@ -279,10 +280,12 @@ export class Handshake {
       if (typeof parsed === 'string') return this.fail('RG_STARTUP_INVALID', parsed);
       for (const [k, v] of parsed) {
         if (k === 'rolegate.role') this.requestedRole = v;
-        else if (isPassthrough(config, k)) params.set(k, v);
+        else if (isPassthrough(config, k) || PARSER_SETTINGS.has(k.toLowerCase())) params.set(k, v);
         else return this.fail('RG_STARTUP_INVALID', `startup option "-c ${k}" is not allowed through rolegate`);
       }
     }
+    const pinned = pinnedSettingProblem(params);
+    if (pinned !== null) return this.fail('RG_STARTUP_PINNED', pinned, 'connect with client_encoding=UTF8 (PGCLIENTENCODING=UTF8, or the driver\'s encoding option) and standard_conforming_strings on');
     this.params = params;
     if (this.tls === null && config.tls?.required === true) {
       return this.fail('RG_TLS_REQUIRED', 'TLS is required: connect with sslmode=require (or stronger)');
@@ -435,4 +438,23 @@ export function isPassthrough(config: Config, name: string): boolean {
 export function normaliseAddress(addr: string | undefined): string {
   if (addr === undefined) return '';
   return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
+/**
+ * A startup packet asking for another client_encoding, or for
+ * standard_conforming_strings off: refused with a clear error rather than
+ * silently overridden (the upstream session always reads UTF-8 with standard
+ * strings, and the client would read the server's bytes in an encoding it did
+ * not get). UTF8 under any spelling PostgreSQL accepts, and "on" (or a
+ * synonym), are fine.
+ */
+function pinnedSettingProblem(params: ReadonlyMap<string, string>): string | null {
+  for (const [key, value] of params) {
+    const name = key.toLowerCase();
+    if (name === 'client_encoding' && !isUtf8Name(value)) return `rolegate serves client_encoding UTF8 only; the client asked for "${value}"`;
+    if (name === 'standard_conforming_strings' && !['on', 'true', 'yes', '1'].includes(value.toLowerCase())) {
+      return `rolegate serves standard_conforming_strings on only; the client asked for "${value}"`;
+    }
+  }
+  return null;
 }

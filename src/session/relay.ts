@@ -536,10 +536,21 @@ export class Relay {
     if (done > 0) denials.splice(0, done);
   }
 
-  /** The server reports parameter changes; the pinned ones must never change. */
+  /**
+   * The server reports parameter changes; the pinned ones must never change,
+   * nor the session user (session_authorization): the guards refuse every
+   * statement that could, and this catches what no parser sees (server-side
+   * code that runs SET SESSION AUTHORIZATION).
+   */
   private onParameterStatus(buf: Buffer, start: number, end: number): void {
     const ps = be.decodeParameterStatus(buf.subarray(start + 5, end));
     if (ps === null) return;
+    if (ps.name === 'session_authorization' && ps.value !== this.context.role) {
+      this.host.log.warn({ session: this.sessionId, role: this.context.role, value: ps.value }, 'session user changed upstream; closing session');
+      this.flushRun();
+      this.fail('RG_UPSTREAM_PARAMETER', `the session user changed to "${ps.value}"; rolegate sessions stay role "${this.context.role}"`);
+      return;
+    }
     const pinned = PINNED_PARAMETERS.get(ps.name.toLowerCase());
     if (pinned !== undefined && ps.value.toLowerCase() !== pinned.toLowerCase()) {
       this.host.log.warn({ session: this.sessionId, parameter: ps.name, value: ps.value }, 'pinned parameter changed upstream; closing session');

@@ -53,6 +53,7 @@ import type {
   TableFact,
 } from './statement-facts.ts';
 import { commandTag } from './command-tag.ts';
+import { PARSER_SETTINGS } from './guarded-effects.ts';
 import { parameterName, truncateIdentifier } from './identifiers.ts';
 
 type Obj = Record<string, unknown>;
@@ -93,12 +94,34 @@ interface Walk {
   /** Inside SELECT ... FOR UPDATE (no OF list): every table read is also locked. */
   lockReads: boolean;
   execute: string | null;
+  /** Every parameter the statement sets or resets (see StatementWalk.settings). */
+  settings: SettingChange[];
+}
+
+/** One parameter a statement sets or resets. */
+export interface SettingChange {
+  /** Lower-cased; 'all' for RESET ALL; '?' for set_config() with a name that is not a literal. */
+  name: string;
+  /**
+   * The new value of a parser setting (guarded-effects.ts PARSER_SETTINGS)
+   * when it is one literal (SET x = 'v', set_config(…, 'v', …)); null: a
+   * reset, DEFAULT, a list, an expression, or any other parameter.
+   */
+  value: string | null;
 }
 
 export interface StatementWalk {
   facts: StatementFacts;
   /** Name of a prepared statement this statement runs (EXECUTE, EXPLAIN EXECUTE, CREATE TABLE AS EXECUTE). */
   execute: string | null;
+  /**
+   * Every parameter the statement sets or resets, lower-cased, in any form:
+   * SET / SET LOCAL / RESET ('all' for RESET ALL), the SET clauses of ALTER
+   * ROLE / DATABASE / SYSTEM / FUNCTION and CREATE FUNCTION, and
+   * set_config(). `facts.parameter` holds one name for the policy; rolegate's
+   * own guards need all of them.
+   */
+  settings: readonly SettingChange[];
 }
 
 /** Relation kinds whose DROP / COMMENT / SECURITY LABEL name list is the relation itself. */
@@ -126,6 +149,8 @@ const ON_RELATION_OBJECTS: ReadonlySet<string> = new Set([
  * name wins.
  */
 const PSEUDO_TARGET_NAMES: ReadonlySet<string> = new Set(['excluded', 'old', 'new']);
+
+const NO_SETTINGS: readonly SettingChange[] = Object.freeze([]);
 
 /** LockStmt.mode: lockdefs.h AccessShareLock. */
 const ACCESS_SHARE_LOCK = 1;
@@ -491,9 +516,13 @@ function onFuncCall(w: Walk, fc: Obj): void {
       if (name === 'set_config' && (schema === null || schema === 'pg_catalog')) {
         const args = fc['args'];
         const param = Array.isArray(args) ? constString(args[0]) : undefined;
-        if (param === undefined) w.parameterConflict = true;
-        else {
+        if (param === undefined) {
+          w.parameterConflict = true;
+          w.settings.push({ name: '?', value: null });
+        } else {
           const folded = parameterName(param);
+          const value = PARSER_SETTINGS.has(folded) && Array.isArray(args) ? constString(args[1]) : undefined;
+          w.settings.push({ name: folded, value: value ?? null });
           if (w.parameter === null) w.parameter = folded;
           else if (w.parameter !== folded) w.parameterConflict = true;
         }
@@ -504,10 +533,14 @@ function onFuncCall(w: Walk, fc: Obj): void {
 }
 
 function onVariableSet(w: Walk, vs: Obj): void {
-  if (w.parameter === null) {
-    const name = vs['name'];
-    if (vs['kind'] === 'VAR_RESET_ALL') w.parameter = 'all';
-    else if (typeof name === 'string') w.parameter = parameterName(name);
+  const name = vs['name'];
+  const setting = vs['kind'] === 'VAR_RESET_ALL' ? 'all' : typeof name === 'string' ? parameterName(name) : null;
+  if (setting !== null) {
+    w.parameter ??= setting;
+    const args = vs['args'];
+    // The value is read only where it matters (a read literal makes the text's facts its own, not its shape's).
+    const value = PARSER_SETTINGS.has(setting) && vs['kind'] === 'VAR_SET_VALUE' && Array.isArray(args) && args.length === 1 ? (constString(args[0]) ?? null) : null;
+    w.settings.push({ name: setting, value });
   }
   walkValue(w, vs['args'], false);
 }
@@ -691,6 +724,7 @@ function newWalk(): Walk {
     writeSchema: null,
     lockReads: false,
     execute: null,
+    settings: [],
   };
 }
 
@@ -719,5 +753,5 @@ export function statementFacts(stmt: Obj, sql: string): StatementWalk {
     flags: w.flags,
     parameter: w.parameterConflict ? null : w.parameter,
   };
-  return { facts, execute: w.execute };
+  return { facts, execute: w.execute, settings: w.settings.length === 0 ? NO_SETTINGS : w.settings };
 }

@@ -6,6 +6,7 @@ import { hasSqlDetails, loadModule, parseSync, scanSync } from 'libpg-query';
 import type { StatementFacts } from './statement-facts.ts';
 import { ERRORS, describeThrown, type ErrorCode } from '../errors.ts';
 import { nodeNameOf, statementFacts } from './facts.ts';
+import { guardedEffects, type GuardedEffect } from './guarded-effects.ts';
 import { truncateIdentifier } from './identifiers.ts';
 import { watchLiterals, type LiteralWatch, type SqlShape } from './shape.ts';
 
@@ -37,6 +38,8 @@ export interface StatementMeta {
   declareCursor: { name: string; inner: StatementFacts } | null;
   /** Transaction control; COMMIT/ROLLBACK PREPARED are not (they run outside a block). */
   transaction: TransactionControl | null;
+  /** What the statement does that rolegate's own guards refuse unless lifted (nearly always empty). */
+  guarded: readonly GuardedEffect[];
 }
 
 export interface ParsedStatement {
@@ -186,14 +189,9 @@ function innerStatementText(stmtSql: string, keyword: 'as' | 'for'): string {
   return stmtSql;
 }
 
-function emptyMeta(): StatementMeta {
-  return { prepare: null, execute: null, deallocate: null, declareCursor: null, transaction: null };
-}
-
 function parsedStatement(stmt: Obj, sql: string): ParsedStatement {
-  const { facts, execute } = statementFacts(stmt, sql);
-  const meta = emptyMeta();
-  meta.execute = execute;
+  const { facts, execute, settings } = statementFacts(stmt, sql);
+  const meta: StatementMeta = { prepare: null, execute, deallocate: null, declareCursor: null, transaction: null, guarded: guardedEffects(facts, settings) };
   const nodeName = nodeNameOf(stmt);
   const body = stmt[nodeName];
   if (!isObj(body)) return { facts, meta };

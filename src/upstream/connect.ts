@@ -14,6 +14,7 @@ import { RolegateError } from '../errors.ts';
 import { decodeAuthentication, decodeBackendKeyData, decodeErrorFields, decodeParameterStatus, decodeReadyForQuery } from '../protocol/backend.ts';
 import { Backend } from '../protocol/constants.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
+import { PARSER_SETTINGS } from '../sql/guarded-effects.ts';
 import * as encode from '../protocol/frontend-encode.ts';
 
 export { cancelRequest } from '../protocol/frontend-encode.ts';
@@ -50,16 +51,10 @@ export interface UpstreamReady {
 }
 
 /**
- * Parameters pinned on every upstream session: the SQL parser in the proxy reads
- * UTF-8 with standard-conforming strings; the server must read the same bytes
- * the same way. With standard_conforming_strings=off or a client_encoding such
- * as SJIS the server reads string literals differently from the proxy, and a
- * statement the proxy never saw could run.
+ * Parameters pinned on every upstream session: the settings under which the
+ * proxy's SQL parser reads (sql/guarded-effects.ts says why).
  */
-export const PINNED_PARAMETERS: ReadonlyMap<string, string> = new Map([
-  ['client_encoding', 'UTF8'],
-  ['standard_conforming_strings', 'on'],
-]);
+export const PINNED_PARAMETERS: ReadonlyMap<string, string> = PARSER_SETTINGS;
 
 /**
  * No message of a login comes near this (ParameterStatus, authentication, an
@@ -67,7 +62,12 @@ export const PINNED_PARAMETERS: ReadonlyMap<string, string> = new Map([
  */
 export const LOGIN_MAX_MESSAGE_BYTES = 64 * 1024;
 
-/** user, database, the caller's parameters, then the pinned ones (later entries win in the server). */
+/**
+ * user, database, the caller's parameters, then the pinned ones (later entries
+ * win in the server), and role = the login role: a setting from the startup
+ * packet outranks the defaults ALTER ROLE / ALTER DATABASE … SET store, so a
+ * `role` default planted outside rolegate cannot make the session another role.
+ */
 function startupParameters(login: UpstreamLogin): Map<string, string> {
   const params = new Map<string, string>([
     ['user', login.user],
@@ -75,7 +75,22 @@ function startupParameters(login: UpstreamLogin): Map<string, string> {
   ]);
   for (const [k, v] of login.parameters) params.set(k, v);
   for (const [k, v] of PINNED_PARAMETERS) params.set(k, v);
+  params.set('role', login.user);
   return params;
+}
+
+/**
+ * After the login, the server's reports must show the session as rolegate
+ * asked for it: its pinned parameters, and the login role as session user
+ * (session_authorization; servers that do not report it are not checked here).
+ */
+function loginMismatch(login: UpstreamLogin, reported: ReadonlyMap<string, string>): string | null {
+  for (const [name, value] of reported) {
+    const pinned = PINNED_PARAMETERS.get(name.toLowerCase());
+    if (pinned !== undefined && value.toLowerCase() !== pinned.toLowerCase()) return `parameter "${name}" is "${value}" after the login; rolegate requires ${name}=${pinned}`;
+    if (name === 'session_authorization' && value !== login.user) return `the session user is "${value}" after logging in as role "${login.user}"`;
+  }
+  return null;
 }
 
 /** Send a CancelRequest to the upstream (fire and forget; errors are reported, never thrown). */
@@ -188,6 +203,8 @@ export function connectUpstream(target: UpstreamTarget, login: UpstreamLogin, sc
     function onReadyForQuery(body: Buffer): void {
       const txStatus = decodeReadyForQuery(body);
       if (txStatus === null) throw malformed('ReadyForQuery');
+      const mismatch = loginMismatch(login, parameterStatus);
+      if (mismatch !== null) throw new RolegateError('RG_UPSTREAM_PARAMETER', mismatch);
       settled = true;
       clearTimeout(timer);
       socket.removeListener('data', onData);

@@ -60,18 +60,18 @@ function rebuild(step: () => Promise<void>): void {
 }
 
 /**
- * time.zone, time.bucket_ms and time.fixed of a reloaded config: a new time
- * source and a new authorizer (its decision cache is keyed by time bucket, and
+ * time.zone, time.bucket_ms and time.fixed (or guards.allow) of a reloaded
+ * config: a new time source and a new authorizer (its decision cache is keyed by time bucket, and
  * holds decisions made in the old zone). Sessions read both through the host
  * at each decision, so their next decisions use the new settings.
  */
-function applyTime(next: Config, nextTime: TimeSource): Promise<void> {
+function applyTime(next: Config, nextTime: TimeSource, what = 'time settings applied'): Promise<void> {
   return Promise.all([createAuthorizer(next, policy, policyLog, nextTime, facts), shadowPolicy === null ? null : createAuthorizer(next, shadowPolicy, policyLog, nextTime, facts)]).then(
     ([built, candidate]) => {
       time = nextTime;
       authorizer = built;
       shadow = candidate === null ? null : new Shadow(candidate, metrics);
-      log.info({ zone: next.time.zone, bucketMs: next.time.bucketMs, fixedMs: next.time.fixedMs }, 'time settings applied');
+      log.info({ zone: next.time.zone, bucketMs: next.time.bucketMs, fixedMs: next.time.fixedMs, guardsAllow: next.guards.allow }, what);
     },
     (err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'time settings from the reloaded config not applied; keeping the previous'),
   );
@@ -257,15 +257,20 @@ port.on('message', (msg: MainToWorker) => {
         jwtVerifier = next.auth.jwt === null ? null : new JwtVerifier(next.auth.jwt);
       }
       const timeChanged = next.time.zone !== config.time.zone || next.time.bucketMs !== config.time.bucketMs || next.time.fixedMs !== config.time.fixedMs;
+      // guards.allow lives in the authorizer too: a changed list builds a new one (same time source).
+      const guardsChanged = next.guards.allow.join() !== config.guards.allow.join();
       if (timeChanged) {
         // An unchanged time.fixed keeps the running clock: it must not jump back.
         if (next.time.fixedMs !== config.time.fixedMs) clock = next.time.fixedMs === null ? systemClock : offsetClock(next.time.fixedMs);
         const nextTime = new TimeSource(next.time.zone, clock);
         rebuild(() => applyTime(next, nextTime));
+      } else if (guardsChanged) {
+        const sameTime = time;
+        rebuild(() => applyTime(next, sameTime, 'guard settings applied'));
       }
       config = next;
       trusted = trustedCidrs(next);
-      if (timeChanged) rebuild(() => Promise.resolve(post({ type: 'config-applied', workerId })));
+      if (timeChanged || guardsChanged) rebuild(() => Promise.resolve(post({ type: 'config-applied', workerId })));
       else post({ type: 'config-applied', workerId });
       return;
     }

@@ -152,14 +152,16 @@ describe('shipped policy through rolegate', () => {
     await c.end().catch(() => {});
   });
 
-  test('dangerous functions and commands are denied even for the admin service', async () => {
+  test('dangerous functions and commands are denied even for the admin service (rolegate\'s guards first, then the policy)', async () => {
     const c = await connect(proxy.port, 'migrator');
     try {
-      await deniedWith(c.query("SELECT pg_read_file('/etc/passwd')"), 'denied-function');
-      await deniedWith(c.query("SELECT set_config('role', 'postgres', false)"), 'role-switch');
-      await deniedWith(c.query('SET ROLE postgres'), 'role-switch');
-      await deniedWith(c.query("COPY probe TO PROGRAM 'id'"), 'copy-program');
-      await deniedWith(c.query("SET client_encoding = 'SJIS'"), 'parser-differential');
+      await deniedWith(c.query("SELECT pg_read_file('/etc/passwd')"), 'guard:server-files');
+      await deniedWith(c.query("SELECT set_config('role', 'postgres', false)"), 'guard:role-change');
+      await deniedWith(c.query('SET ROLE postgres'), 'guard:role-change');
+      await deniedWith(c.query("COPY probe TO PROGRAM 'id'"), 'guard:copy-program');
+      await deniedWith(c.query("SET client_encoding = 'SJIS'"), 'guard:pinned-parameter');
+      // Not guarded by rolegate: the shipped policy's own rules.
+      await deniedWith(c.query("SELECT query_to_xml('SELECT 1', true, false, '')"), 'denied-function');
       await deniedWith(c.query("ALTER SYSTEM SET work_mem = '1GB'"), 'forbidden-command');
       // …while DDL is fine for it.
       await c.query('CREATE TABLE IF NOT EXISTS migrator_made (id int)');

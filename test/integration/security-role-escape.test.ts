@@ -55,40 +55,40 @@ describe('role switches in SQL', () => {
   });
 
   const attempts: Array<[string, string]> = [
-    [`SET ROLE ${TARGET}`, 'role-switch'],
-    [`SET ROLE '${TARGET}'`, 'role-switch'],
-    [`SET ROLE "${TARGET}"`, 'role-switch'],
-    [`SET SESSION ROLE ${TARGET}`, 'role-switch'],
-    [`SET LOCAL ROLE ${TARGET}`, 'role-switch'],
-    [`SET role = ${TARGET}`, 'role-switch'],
-    [`SET "role" TO '${TARGET}'`, 'role-switch'],
-    [`SET ROLE ${TARGET.toUpperCase()}`, 'role-switch'],
-    ['SET ROLE NONE', 'role-switch'],
-    ['SET role TO DEFAULT', 'role-switch'],
-    ['RESET ROLE', 'role-switch'],
-    ['RESET role', 'role-switch'],
-    [`SET SESSION AUTHORIZATION ${TARGET}`, 'role-switch'],
-    [`SET SESSION AUTHORIZATION '${TARGET}'`, 'role-switch'],
-    ['SET SESSION AUTHORIZATION DEFAULT', 'role-switch'],
-    ['RESET SESSION AUTHORIZATION', 'role-switch'],
-    [`SET session_authorization = '${TARGET}'`, 'role-switch'],
-    ['DISCARD ALL', 'role-switch'],
-    [`SELECT set_config('role', '${TARGET}', false)`, 'role-switch'],
-    [`SELECT set_config('role', '${TARGET}', true)`, 'role-switch'],
-    [`SELECT pg_catalog.set_config('ROLE', '${TARGET}', false)`, 'role-switch'],
-    [`SELECT set_config(E'r\\x6fle', '${TARGET}', false)`, 'role-switch'],
-    [`SELECT set_config(U&'\\0072ole', '${TARGET}', false)`, 'role-switch'],
-    [`SELECT set_config('session_authorization', '${TARGET}', false)`, 'role-switch'],
-    [`SELECT s FROM ${SECRET}, set_config('role', '${TARGET}', true) x`, 'role-switch'],
-    [`SELECT set_config('r' || 'ole', '${TARGET}', false)`, 'dynamic-set-config'],
+    [`SET ROLE ${TARGET}`, 'guard:role-change'],
+    [`SET ROLE '${TARGET}'`, 'guard:role-change'],
+    [`SET ROLE "${TARGET}"`, 'guard:role-change'],
+    [`SET SESSION ROLE ${TARGET}`, 'guard:role-change'],
+    [`SET LOCAL ROLE ${TARGET}`, 'guard:role-change'],
+    [`SET role = ${TARGET}`, 'guard:role-change'],
+    [`SET "role" TO '${TARGET}'`, 'guard:role-change'],
+    [`SET ROLE ${TARGET.toUpperCase()}`, 'guard:role-change'],
+    ['SET ROLE NONE', 'guard:role-change'],
+    ['SET role TO DEFAULT', 'guard:role-change'],
+    ['RESET ROLE', 'guard:role-change'],
+    ['RESET role', 'guard:role-change'],
+    [`SET SESSION AUTHORIZATION ${TARGET}`, 'guard:role-change'],
+    [`SET SESSION AUTHORIZATION '${TARGET}'`, 'guard:role-change'],
+    ['SET SESSION AUTHORIZATION DEFAULT', 'guard:role-change'],
+    ['RESET SESSION AUTHORIZATION', 'guard:role-change'],
+    [`SET session_authorization = '${TARGET}'`, 'guard:role-change'],
+    ['DISCARD ALL', 'guard:role-change'],
+    [`SELECT set_config('role', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT set_config('role', '${TARGET}', true)`, 'guard:role-change'],
+    [`SELECT pg_catalog.set_config('ROLE', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT set_config(E'r\\x6fle', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT set_config(U&'\\0072ole', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT set_config('session_authorization', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT s FROM ${SECRET}, set_config('role', '${TARGET}', true) x`, 'guard:role-change'],
+    [`SELECT set_config('r' || 'ole', '${TARGET}', false)`, 'guard:role-change'],
     // Regression: a harmless first set_config() used to hide the second one.
-    [`SELECT set_config('application_name', 'x', false), set_config('role', '${TARGET}', false)`, 'dynamic-set-config'],
-    [`SELECT set_config(v, '${TARGET}', false) FROM (VALUES ('role')) s(v)`, 'dynamic-set-config'],
-    [`UPDATE pg_settings SET setting = '${TARGET}' WHERE name = 'role'`, 'pg-settings-write'],
-    [`ALTER ROLE app_reader SET role = '${TARGET}'`, 'role-switch'],
-    [`ALTER ROLE CURRENT_USER SET session_authorization = '${TARGET}'`, 'role-switch'],
-    [`CREATE FUNCTION sec_escape_f() RETURNS int LANGUAGE sql SET role = '${TARGET}' AS 'SELECT 1'`, 'role-switch'],
-    [`SET ROLE ${TARGET}; SELECT s FROM ${SECRET}`, 'role-switch'],
+    [`SELECT set_config('application_name', 'x', false), set_config('role', '${TARGET}', false)`, 'guard:role-change'],
+    [`SELECT set_config(v, '${TARGET}', false) FROM (VALUES ('role')) s(v)`, 'guard:role-change'],
+    [`UPDATE pg_settings SET setting = '${TARGET}' WHERE name = 'role'`, 'guard:pinned-parameter'],
+    [`ALTER ROLE app_reader SET role = '${TARGET}'`, 'guard:role-change'],
+    [`ALTER ROLE CURRENT_USER SET session_authorization = '${TARGET}'`, 'guard:role-change'],
+    [`CREATE FUNCTION sec_escape_f() RETURNS int LANGUAGE sql SET role = '${TARGET}' AS 'SELECT 1'`, 'guard:role-change'],
+    [`SET ROLE ${TARGET}; SELECT s FROM ${SECRET}`, 'guard:role-change'],
   ];
   for (const kind of ['reader', 'writer', 'admin'] as const) {
     for (const [sql, rule] of attempts) {
@@ -110,7 +110,7 @@ describe('role switches in SQL', () => {
     const c = await session(proxy.port, 'reader');
     try {
       assertOk(await simple(c, 'BEGIN'), 'T');
-      assertDenied(await simple(c, `SET LOCAL ROLE ${TARGET}`), 'role-switch', 'E');
+      assertDenied(await simple(c, `SET LOCAL ROLE ${TARGET}`), 'guard:role-change', 'E');
       const read = await simple(c, `SELECT s FROM ${SECRET}`);
       assert.equal(read.errors[0]?.get('C'), '25P02');
       assertOk(await simple(c, 'ROLLBACK'));
@@ -133,14 +133,15 @@ describe('role switches in SQL', () => {
     }
   });
 
-  test('legitimate: RESET ALL is allowed and leaves the role as it is (PostgreSQL skips role in RESET ALL)', async () => {
+  test('RESET ALL is refused by the guard (it resets what rolegate set at login); RESET of one ordinary setting works', async () => {
     for (const kind of ['reader', 'writer', 'admin'] as const) {
       const c = await session(proxy.port, kind);
       try {
         assertOk(await simple(c, "SET application_name = 'before-reset'"));
-        const r = await simple(c, 'RESET ALL');
-        assertOk(r);
+        assertDenied(await simple(c, 'RESET ALL'), 'guard:role-change', 'I', 'RESET ALL');
         await assertStillMapped(c, kind, 'after RESET ALL');
+        assert.deepEqual(values(await simple(c, 'SHOW application_name')), ['before-reset'], 'nothing was reset');
+        assertOk(await simple(c, 'RESET application_name'));
         assert.deepEqual(values(await simple(c, 'SHOW application_name')), ['']);
       } finally {
         c.end();
@@ -169,7 +170,9 @@ describe('role switches in SQL', () => {
     const c = await session(proxy.port, 'reader');
     try {
       assert.deepEqual(values(await simple(c, 'SHOW session_authorization')), ['app_reader']);
-      assert.deepEqual(values(await simple(c, "SELECT current_setting('role')")), ['none']);
+      // rolegate's upstream login pins the role to the mapped one (startup parameter role=<role>).
+      assert.deepEqual(values(await simple(c, "SELECT current_setting('role')")), ['app_reader']);
+      assert.deepEqual(values(await simple(c, 'SHOW role')), ['app_reader']);
     } finally {
       c.end();
     }

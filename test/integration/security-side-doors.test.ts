@@ -192,7 +192,7 @@ describe('COPY … PROGRAM and server-side files', () => {
       `COPY ${P} (id) FROM PROGRAM 'echo 9' WITH (FORMAT text)`,
       `SELECT 1; COPY ${P} TO PROGRAM 'touch ${MARKER}'`,
     ],
-    'copy-program',
+    'guard:copy-program',
   );
   deniedForAll(
     [
@@ -202,7 +202,7 @@ describe('COPY … PROGRAM and server-side files', () => {
       `COPY ${P} (v) FROM '/etc/hostname' WITH (FORMAT text)`,
       `COPY ${P} TO '${MARKER}' (FORMAT binary)`,
     ],
-    'copy-server-file',
+    'guard:copy-file',
   );
 
   test('legitimate: COPY … TO STDOUT for a reader, COPY … FROM STDIN for a writer', async () => {
@@ -229,13 +229,16 @@ describe('COPY … PROGRAM and server-side files', () => {
 });
 
 describe('large objects', () => {
-  const calls = (oid: number): string[] => [
+  // Server-side file import/export: rolegate's guard; the rest: the shipped policy's denied lo_ prefix.
+  const fileCalls = (oid: number): string[] => [
     "SELECT lo_import('/etc/hostname')",
     "SELECT pg_catalog.lo_import('/etc/hostname')",
     "SELECT \"lo_import\"('/etc/hostname')",
     "SELECT \"pg_catalog\".\"lo_import\"('/etc/hostname', 0)",
     "SELECT * FROM lo_import('/etc/hostname')",
     `SELECT lo_export(${oid}, '${MARKER}')`,
+  ];
+  const calls = (oid: number): string[] => [
     'SELECT lo_create(0)',
     'SELECT lo_creat(-1)',
     "SELECT lo_from_bytea(0, 'x')",
@@ -252,6 +255,7 @@ describe('large objects', () => {
   // The OID is known only once before() ran: generate the tests lazily through one test per kind.
   for (const kind of KINDS) {
     test(`${kind}: every large-object function is denied`, async () => {
+      for (const sql of fileCalls(loid)) await denied(kind, sql, 'guard:large-objects');
       for (const sql of calls(loid)) await denied(kind, sql, 'denied-function');
     });
   }
@@ -277,7 +281,7 @@ describe('dblink', () => {
         `SELECT dblink_connect_u('c', '${connstr}')`,
         `SELECT "dblink_exec"('${connstr}', 'DELETE FROM ${P}')`,
       ]) {
-        await denied(kind, sql, 'denied-function');
+        await denied(kind, sql, 'guard:remote-connections');
       }
     });
   }
@@ -303,9 +307,9 @@ describe('server files: pg_read_file & co.', () => {
       "SELECT 1; SELECT pg_read_file('/etc/hostname')",
       "SELECT pg_file_write('x', 'y', false)",
     ],
-    'denied-function',
+    'guard:server-files',
   );
-  test('admin: a DEFAULT that reads a server file is denied too', () => denied('admin', `CREATE TABLE ${P}_evil (t text DEFAULT pg_read_file('/etc/hostname'))`, 'denied-function'));
+  test('admin: a DEFAULT that reads a server file is denied too', () => denied('admin', `CREATE TABLE ${P}_evil (t text DEFAULT pg_read_file('/etc/hostname'))`, 'guard:server-files'));
 });
 
 describe('functions that run SQL given as a string', () => {

@@ -366,6 +366,30 @@ describe('parseConfig: time, limits, passthrough_parameters', () => {
   });
 });
 
+describe('parseConfig: guards', () => {
+  test('default: no guard lifted', () => {
+    assert.deepEqual(parseConfig('workers: 1\n', file, { env: {} }).guards, { allow: [] });
+  });
+
+  test('guards.allow names side doors; duplicates collapse', () => {
+    const c = parseConfig('guards:\n  allow: [copy_program, server_files, copy_program]\n', file, { env: {} });
+    assert.deepEqual(c.guards.allow, ['copy_program', 'server_files']);
+  });
+
+  test('the role and pinned-parameter guards cannot be lifted; unknown names list the known ones', () => {
+    for (const name of ['role_change', 'pinned_parameter']) {
+      const { lines } = problemsOf(`guards:\n  allow: [${name}]\n`);
+      assert.match(problemAt(lines, 2, 'guards.allow'), new RegExp(`^"${name}" cannot be lifted`));
+    }
+    const { lines } = problemsOf('guards:\n  allow: [copy-program]\n');
+    assert.equal(problemAt(lines, 2, 'guards.allow'), 'unknown guard "copy-program"; the guards that can be lifted are copy_program, copy_file, large_objects, server_files, remote_connections');
+    const bad = problemsOf('guards:\n  allow: copy_program\n');
+    assert.match(problemAt(bad.lines, 2, 'guards.allow'), /must be a list of guard names/);
+    const unknownKey = problemsOf('guards:\n  lift: [copy_program]\n');
+    assert.ok(unknownKey.lines.some((l) => l.includes('guards.lift')), unknownKey.lines.join('\n'));
+  });
+});
+
 describe('loadConfigFile', () => {
   test('an unreadable file is RG_CONFIG_INVALID naming the file', () => {
     const missing = path.join(dir, 'nope.yaml');

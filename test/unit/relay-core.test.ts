@@ -260,4 +260,33 @@ describe('relay core (no sockets)', () => {
     h.relay.onClientBytes(query('SELECT 2'));
     assert.deepEqual(h.toServer, [], 'an ended relay forwards nothing');
   });
+
+  test('a guarded statement is refused before the policy: its own rule id, the statement\'s facts in the record, the session goes on', () => {
+    const h = harness();
+    h.relay.onClientBytes(query('SET ROLE app_admin'));
+    const sent = h.take(h.toServer);
+    assert.equal(sent.includes(Buffer.from('app_admin')), false, 'the text never reaches the server');
+    const nonce = 'rolegate_denied_test_1';
+    h.relay.onServerBytes(Buffer.concat([syntaxError(nonce), ready()]));
+    const out = h.take(h.toClient);
+    const f = fields(out.subarray(0, out.length - ready().length));
+    assert.equal(f.get('C'), '42501');
+    assert.match(f.get('M') ?? '', /^permission denied by rolegate rule "guard:role-change": SET ROLE could change or reset who the session is/);
+    assert.deepEqual(h.records.map((r) => [r.command, r.decision, r.rule, r.outcome]), [['SET ROLE', 'deny', 'guard:role-change', 'not-run']]);
+    assert.deepEqual(h.events, [], 'the session goes on');
+    h.relay.onClientBytes(query('SELECT 1'));
+    assert.deepEqual(h.take(h.toServer), query('SELECT 1'));
+  });
+
+  test('a ParameterStatus naming another session user ends the session (server-side code no parser saw); the mapped one is relayed', () => {
+    const h = harness();
+    const same = message('S', 'session_authorization\0app_reader\0');
+    h.relay.onServerBytes(same);
+    assert.deepEqual(h.take(h.toClient), same);
+    assert.deepEqual(h.events, []);
+    h.relay.onServerBytes(Buffer.concat([message('S', 'session_authorization\0postgres\0'), ready()]));
+    const events: string[] = h.events;
+    assert.equal(events.length, 1);
+    assert.match(events[0] ?? '', /^fail RG_UPSTREAM_PARAMETER the session user changed to "postgres"; rolegate sessions stay role "app_reader"/);
+  });
 });

@@ -174,7 +174,7 @@ async function begin(fake: Fake, l: UpstreamLogin = login(), t: UpstreamTarget =
 // ---- tests --------------------------------------------------------------------------
 
 describe('connectUpstream: the startup packet', () => {
-  test('user, database, the passthrough parameters, then client_encoding=UTF8 once and standard_conforming_strings=on', async () => {
+  test('user, database, the passthrough parameters, then client_encoding=UTF8 once, standard_conforming_strings=on and role = the login role', async () => {
     const fake = await fakeUpstream();
     const { ready, peer, params } = await begin(fake, login({ password: null, parameters: new Map([['application_name', 'svc'], ['TimeZone', 'Europe/Berlin']]) }));
     assert.deepEqual(
@@ -183,6 +183,7 @@ describe('connectUpstream: the startup packet', () => {
         ['application_name', 'svc'],
         ['client_encoding', 'UTF8'],
         ['database', 'orders'],
+        ['role', 'app_reader'],
         ['standard_conforming_strings', 'on'],
         ['TimeZone', 'Europe/Berlin'],
         ['user', 'app_reader'],
