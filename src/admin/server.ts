@@ -2,9 +2,9 @@
 // POST /reload, and the routes later layers add (/metrics). Main thread only.
 
 import http from 'node:http';
-import net from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { UpstreamReadiness } from '../upstream/probe.ts';
 
 export interface AdminRoutes {
   /** The policy is loaded (or none is configured). */
@@ -16,34 +16,11 @@ export interface AdminRoutes {
   extra?: Map<string, () => Promise<[number, string, string]>>;
 }
 
-/** TCP reachability of the upstream, at most one probe per second. */
-function upstreamProbe(config: Config): () => Promise<boolean> {
-  let last = 0;
-  let lastResult = false;
-  let inflight: Promise<boolean> | null = null;
-  return () => {
-    if (Date.now() - last < 1000) return Promise.resolve(lastResult);
-    inflight ??= new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host: config.upstream.host, port: config.upstream.port });
-      const done = (ok: boolean): void => {
-        socket.destroy();
-        last = Date.now();
-        lastResult = ok;
-        inflight = null;
-        resolve(ok);
-      };
-      socket.setTimeout(Math.min(config.upstream.connectTimeoutMs, 2000), () => done(false));
-      socket.once('connect', () => done(true));
-      socket.once('error', () => done(false));
-    });
-    return inflight;
-  };
-}
-
 export function startAdminServer(config: Config, log: Logger, routes: AdminRoutes): Promise<http.Server | null> {
   const admin = config.admin;
   if (admin === null) return Promise.resolve(null);
-  const upstreamReachable = upstreamProbe(config);
+  // Logins, not TCP: a stopped postmaster still has its connections accepted by the kernel.
+  const upstreamReadiness = new UpstreamReadiness(config.upstream);
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0] ?? '/';
     const send = (status: number, type: string, body: string): void => {
@@ -56,9 +33,9 @@ export function startAdminServer(config: Config, log: Logger, routes: AdminRoute
       if (url === '/readyz' && req.method === 'GET') {
         const policy = routes.policyReady();
         const audit = routes.auditReady();
-        const upstream = await upstreamReachable();
-        const ready = policy && audit && upstream;
-        return json(ready ? 200 : 503, { ready, policy, audit, upstream });
+        const probe = await upstreamReadiness.check();
+        const ready = policy && audit && probe.ok;
+        return json(ready ? 200 : 503, { ready, policy, audit, upstream: probe.ok, upstream_error: probe.ok ? null : probe.error });
       }
       if (url === '/reload') {
         if (req.method !== 'POST') return json(405, { error: 'use POST /reload' });

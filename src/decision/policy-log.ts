@@ -5,6 +5,7 @@
 // one line, so an authenticated client cannot set the log's volume.
 
 import type { RolegateError } from '../errors.ts';
+import { LineBudget } from '../log-budget.ts';
 import type { EvaluationCall } from '../policy/engine.ts';
 
 /** The worker's logger, as far as these lines need it; print() lines need `info` (without it they are dropped). */
@@ -19,58 +20,6 @@ export const LOG_SQL_CHARS = 200;
 export const LOG_PRINT_CHARS = 2000;
 /** Lines of each kind per second per worker. */
 export const DEFAULT_LINES_PER_SECOND = 20;
-
-const WINDOW_MS = 1000;
-
-/** At most `perSecond` lines per one-second window; what is over is counted and reported once. */
-export class LineBudget {
-  private readonly log: DecisionLog;
-  private readonly what: string;
-  private readonly perSecond: number;
-  private readonly now: () => number;
-  private windowStartMs = Number.NEGATIVE_INFINITY;
-  private used = 0;
-  private suppressed = 0;
-  private timer: NodeJS.Timeout | null = null;
-
-  constructor(log: DecisionLog, what: string, perSecond: number, now: () => number = Date.now) {
-    this.log = log;
-    this.what = what;
-    this.perSecond = perSecond;
-    this.now = now;
-  }
-
-  /** True: write the line. False: it is counted as suppressed. */
-  take(): boolean {
-    const t = this.now();
-    if (t - this.windowStartMs >= WINDOW_MS) {
-      this.report();
-      this.windowStartMs = t;
-      this.used = 0;
-    }
-    if (this.used < this.perSecond) {
-      this.used++;
-      return true;
-    }
-    if (this.suppressed++ === 0) {
-      // The count is reported when the window ends, even if no line follows.
-      this.timer = setTimeout(() => this.report(), Math.max(0, this.windowStartMs + WINDOW_MS - t));
-      this.timer.unref();
-    }
-    return false;
-  }
-
-  /** Writes the count of suppressed lines, if any. */
-  report(): void {
-    if (this.timer !== null) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
-    if (this.suppressed === 0) return;
-    this.log.warn({ lines: this.what, suppressed: this.suppressed, perSecond: this.perSecond }, `log lines suppressed: ${this.suppressed} more "${this.what}" lines in one second`);
-    this.suppressed = 0;
-  }
-}
 
 function bounded(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} chars)`;

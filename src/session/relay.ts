@@ -38,6 +38,7 @@ import { PINNED_PARAMETERS } from '../upstream/connect.ts';
 import type { SessionLog } from './session-host.ts';
 import { deniedFacts, type DeniedStatement, type StatementLog } from './statement-log.ts';
 
+import { clientLineAllowed } from './client-log-lines.ts';
 /** What the worker provides to the relay core. */
 export interface RelayHost {
   readonly workerId: number;
@@ -449,7 +450,7 @@ export class Relay {
       // name is used (the client's may be any length).
       this.io.toServer(encode.parse(statementName === '' ? '' : this.deniedName, nonce));
     }
-    this.host.log.info({ session: this.sessionId, rule: verdict.rule, reason: verdict.reason, protocol }, 'statement denied');
+    if (clientLineAllowed(this.host.log, 'statement denied')) this.host.log.info({ session: this.sessionId, rule: verdict.rule, reason: verdict.reason, protocol }, 'statement denied');
   }
 
   // ------------------------------------------------------------ server → client

@@ -29,6 +29,7 @@ import { TxStatus } from '../protocol/constants.ts';
 import * as encode from '../protocol/frontend-encode.ts';
 import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel, type UpstreamReady } from '../upstream/connect.ts';
 import { changedParameters, WelcomeCache } from '../upstream/welcome.ts';
+import { clientLineAllowed } from './client-log-lines.ts';
 import { Handshake, isPassthrough, normaliseAddress, type HandshakeIo, type HandshakePhase } from './handshake.ts';
 import { NONCE_PREFIX, Relay, type RelayIo } from './relay.ts';
 import { refuseReason, type CancelTarget, type SessionHost } from './session-host.ts';
@@ -234,7 +235,7 @@ export class ClientSession implements CancelTarget {
     const shadowed = this.host.shadow()?.connect(input, decision) ?? null;
     log.connect(identity, decision.database ?? database, decision, authorizer.revision, decisionUs, input, shadowed);
     if (!decision.allow || decision.role === null) {
-      this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
+      if (clientLineAllowed(this.host.log, 'connection denied')) this.host.log.info({ session: this.id, identity: identity.name, client: input.client.addr, rule: decision.rule, reason: decision.reason }, 'connection denied');
       this.host.metrics.noteDenial({ unix_ms: Date.now(), worker: this.host.workerId, session: this.id, identity: identity.name, client: input.client.addr, kind: 'connect', rule: decision.rule, command: null });
       return this.fatal('RG_CONNECT_DENIED', `connection refused by policy: ${decision.reason}`, `rule: ${decision.rule}`);
     }
@@ -320,7 +321,7 @@ export class ClientSession implements CancelTarget {
       (err: unknown) => {
         this.host.welcomes.fail(plan.welcomeKey);
         const e = err instanceof RolegateError ? err : new RolegateError('RG_UPSTREAM_UNREACHABLE', String(err));
-        this.host.log.warn({ session: this.id, role: plan.role, database: plan.database, code: e.code, err: e.message }, 'upstream connect failed');
+        if (clientLineAllowed(this.host.log, 'upstream connect failed')) this.host.log.warn({ session: this.id, role: plan.role, database: plan.database, code: e.code, err: e.message }, 'upstream connect failed');
         this.host.metrics.inc(this.host.handles.upstreamErrors[upstreamErrorKind(e.code)]);
         // The client learns the class of failure, not the upstream's internals.
         const clientMessage = e.code === 'RG_UPSTREAM_AUTH' ? ERRORS.RG_UPSTREAM_AUTH.message : ERRORS.RG_UPSTREAM_UNREACHABLE.message;
