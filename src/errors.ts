@@ -14,6 +14,7 @@ export const ERRORS = {
   RG_UNSUPPORTED_PROTOCOL: { sqlstate: '0A000', message: 'unsupported frontend protocol' },
   RG_INVALID_UTF8: { sqlstate: '22021', message: 'invalid byte sequence for encoding "UTF8"' },
   RG_NUL_IN_TEXT: { sqlstate: '22021', message: 'SQL text contains a NUL byte' },
+  RG_BUFFER_BUDGET: { sqlstate: '53200', message: 'rolegate is holding too much of its clients\' incomplete messages (limits.max_buffered_bytes); try again later' },
   RG_STARTUP_PINNED: { sqlstate: '22023', message: 'rolegate sessions use client_encoding UTF8 and standard_conforming_strings on' },
   RG_REPLICATION_REFUSED: { sqlstate: '28000', message: 'replication connections are not allowed through rolegate' },
   RG_FUNCTION_CALL_REFUSED: { sqlstate: '42501', message: 'the FunctionCall protocol message is not allowed' },

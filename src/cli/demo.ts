@@ -84,8 +84,9 @@ ${options.withPolicy ? `policy: { dir: ${JSON.stringify(path.join(REPO, 'policie
 
 /** Default admin port of the demo (`--admin-port`); 0 picks any free port. */
 export const DEMO_ADMIN_PORT = 9187;
-// Ctrl-C should end a demo promptly even with a psql session open: sessions
-// get this long to finish, then 57P01 (admin_shutdown) and close.
+// Ctrl-C should end a demo promptly even with a psql session inside a
+// transaction: idle sessions end at once (57P01), one inside a transaction at
+// its end or after this long, whichever comes first.
 const DEMO_DRAIN_TIMEOUT_MS = 3000;
 
 export async function runDemo(options: { port: number; adminPort: number; logLevel: string }): Promise<void> {

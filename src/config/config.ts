@@ -213,6 +213,10 @@ export interface Config {
   proxyProtocol: ProxyProtocolConfig | null;
   limits: {
     maxMessageBytes: number;
+    /** All sessions' incomplete client messages together (a split message of 64 KiB or more counts its declared size while it waits). */
+    maxBufferedBytes: number;
+    /** Longest Query / Parse text rolegate parses and decides (longer: refused, 54000). At most MAX_STATEMENT_BYTES_LIMIT. */
+    maxStatementBytes: number;
     startupTimeoutMs: number;
     maxClientConnections: number;
     parseCacheEntries: number;
@@ -242,6 +246,16 @@ export interface Config {
  * them all): each opens a way out of the database, not a way around rolegate.
  * The role and the parser's settings stay guarded whatever the config says.
  */
+/**
+ * The largest limits.max_statement_bytes: a statement's text goes into the
+ * policy's input, and the policy's WebAssembly memory gives out between 16 and
+ * 32 MiB of text (opa_malloc fails: the statement would be refused as a
+ * policy error, or allowed from a cache, depending on what came before). Parse
+ * and evaluation take about 45 ms per MiB on a worker's thread, during which
+ * its other sessions wait: the default (1 MiB) keeps that under ~50 ms.
+ */
+export const MAX_STATEMENT_BYTES_LIMIT = 16 * 1024 * 1024;
+
 export const LIFTABLE_GUARDS = ['copy_program', 'copy_file', 'large_objects', 'server_files', 'remote_connections'] as const;
 export type LiftableGuard = (typeof LIFTABLE_GUARDS)[number];
 
@@ -564,6 +578,8 @@ function validate(raw: unknown, problems: Problems, baseDir: string, env: NodeJS
   const lim = top.child('limits');
   const limits = {
     maxMessageBytes: lim.int('max_message_bytes', 64 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    maxStatementBytes: lim.int('max_statement_bytes', 1024 * 1024, 1024, MAX_STATEMENT_BYTES_LIMIT),
+    maxBufferedBytes: lim.int('max_buffered_bytes', 256 * 1024 * 1024, 1024 * 1024, 1024 ** 4),
     startupTimeoutMs: lim.int('startup_timeout_ms', 10_000, 100, 600_000),
     maxClientConnections: lim.int('max_client_connections', 20_000, 1, 1_000_000),
     parseCacheEntries: lim.int('parse_cache_entries', 10_000, 0, 10_000_000),

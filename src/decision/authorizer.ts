@@ -4,7 +4,7 @@
 
 import type { ClientInput, ConnectDecision, ConnectInput, IdentityInput, ProxyInput, StatementDecision } from '../policy/contract.ts';
 import type { StatementFacts } from '../sql/statement-facts.ts';
-import type { ParsedStatement } from '../sql/parser.ts';
+import type { ParsedStatement, ParsedText } from '../sql/parser.ts';
 import type { ShadowDisagreement } from './shadow.ts';
 
 /** What a session knows about itself once the connect decision is made. */
@@ -103,6 +103,8 @@ export interface StatementRequest {
   readonly inTransaction: boolean;
   /** Decide only: leave `state` as it is (a shadow policy judging what the active one decides). */
   readonly dryRun?: boolean;
+  /** `sql` already parsed (off the worker's thread, sql/parse-pool.ts); absent: the authorizer parses it (through the facts cache). */
+  readonly parsed?: ParsedText;
 }
 
 /**

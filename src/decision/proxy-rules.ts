@@ -49,6 +49,8 @@ export const PROXY_RULES = {
   'guard:server-files': { sqlstate: '42501', reason: () => 'the statement reads, lists or writes files on the database host (guards.allow: [server_files] lifts this)' },
   /** dblink*, postgres_fdw_*, foreign servers and user mappings. */
   'guard:remote-connections': { sqlstate: '42501', reason: () => 'the statement opens or defines a connection from the database host to another server or data source (guards.allow: [remote_connections] lifts this)' },
+  /** limits.max_statement_bytes: longer texts are never parsed or decided on a worker's thread (54000, whatever the caches hold). */
+  'statement-too-large': { sqlstate: '54000', reason: (detail) => detail, message: (detail) => `statement too large for rolegate: ${detail}` },
   /** The per-session bound on prepared statements (what rolegate tracks per session is bounded). */
   'prepared-statement-limit': { sqlstate: '54000', reason: () => 'the session holds too many prepared statements', message: (limit) => `too many prepared statements in this session (limit ${limit})` },
 } as const satisfies Record<string, ProxyRule>;

@@ -6,6 +6,7 @@
 import type { Config } from '../config/config.ts';
 import type { ConnectDecision, ConnectInput } from '../policy/contract.ts';
 import type { FactsCache } from '../sql/facts-cache.ts';
+import type { ParsedText } from '../sql/parser.ts';
 import { ALLOW, undecided, type Authorizer, type PreparedRecord, type SessionContext, type SessionSqlState, type StatementRequest, type StatementResult } from './authorizer.ts';
 import type { Guards } from './guards.ts';
 import { parseErrorDenial } from './proxy-rules.ts';
@@ -57,7 +58,7 @@ export class StaticAuthorizer implements Authorizer {
    * the audit record and metrics describe it.
    */
   statements(request: StatementRequest): StatementResult {
-    return this.check(request.sql, performance.now());
+    return this.check(request.sql, performance.now(), request.parsed);
   }
 
   /** At Bind after a reload (guards.allow may have changed): every text the name may hold is checked again. */
@@ -70,8 +71,8 @@ export class StaticAuthorizer implements Authorizer {
     return ALLOWED;
   }
 
-  private check(sql: string, t0: number): StatementResult {
-    const parsed = this.facts.get(sql);
+  private check(sql: string, t0: number, preParsed?: ParsedText): StatementResult {
+    const parsed = preParsed ?? this.facts.get(sql);
     if (!parsed.ok) {
       // Fail closed: a guarded statement could hide in text the parser rejects.
       const denial = parseErrorDenial(parsed.code, parsed.message, parsed.cursorPosition === null ? null : parsed.cursorPosition + 1);

@@ -5,10 +5,15 @@
 // that chunk, so the caller can forward runs of consecutive messages with one
 // write. Only a message split across chunks is assembled, from exactly its own
 // bytes (one concat when it is complete); the rest of the chunk that completes
-// it is framed in place again. Bulk types (DataRow, CopyData) may be
+// it is framed in place again. A split message of COUNTED_MESSAGE_BYTES or
+// more is assembled in one buffer of its declared size, allocated when its
+// header arrives (no second copy, and no read-sized pieces kept alive), and
+// counted against the process's BufferBudget while it waits. Bulk types (DataRow, CopyData) may be
 // "streamed": when such a message is incomplete its bytes are reported as they
 // arrive (Raw) instead of being buffered, so a 100 MB COPY row never sits in
 // memory whole.
+
+import { COUNTED_MESSAGE_BYTES, type BufferBudget } from './buffer-budget.ts';
 
 export const FrameEvent = {
   /** Nothing more in the buffered bytes; push the next chunk. */
@@ -22,7 +27,7 @@ export const FrameEvent = {
 } as const;
 export type FrameEventKind = (typeof FrameEvent)[keyof typeof FrameEvent];
 
-export type FramerErrorCode = 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE';
+export type FramerErrorCode = 'RG_BAD_MESSAGE_LENGTH' | 'RG_MESSAGE_TOO_LARGE' | 'RG_BUFFER_BUDGET';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -69,10 +74,24 @@ export class Framer {
   private ready: Buffer | null = null;
   private readyIsRaw = false;
   private failed = false;
+  /** A large split message's buffer of its full size (pending unused meanwhile), and what it took from the budget. */
+  private assembly: Buffer | null = null;
+  private reserved = 0;
+  private readonly budget: BufferBudget | null;
 
-  constructor(maxMessageBytes: number, streamedTypes: readonly number[] = []) {
+  constructor(maxMessageBytes: number, streamedTypes: readonly number[] = [], budget: BufferBudget | null = null) {
     this.maxMessageBytes = maxMessageBytes;
     this.streamed = streamedTable(streamedTypes);
+    this.budget = budget;
+  }
+
+  /** The stream ends here (session closed): give back what a half-received message holds. */
+  dispose(): void {
+    this.releaseBudget();
+    this.clearPending();
+    this.ready = null;
+    this.chunk = EMPTY;
+    this.pos = 0;
   }
 
   /** Bytes held back waiting for the rest of a message (bounded by maxMessageBytes). */
@@ -82,7 +101,9 @@ export class Framer {
 
   /** The bytes pushed but not yet reported (for handing the stream to another framer). */
   takeRest(): Buffer {
-    const parts: Buffer[] = [...this.pending];
+    const parts: Buffer[] = this.assembly !== null ? [this.assembly.subarray(0, this.pendingBytes)] : [...this.pending];
+    this.releaseBudget();
+    this.assembly = null;
     if (this.chunk.length > this.pos) parts.push(this.chunk.subarray(this.pos));
     this.pending = [];
     this.pendingBytes = 0;
@@ -100,12 +121,13 @@ export class Framer {
     // Complete the split message from the head of this chunk only.
     while (this.pos < chunk.length) {
       const take = Math.min(this.pendingNeeded - this.pendingBytes, chunk.length - this.pos);
-      this.pending.push(chunk.subarray(this.pos, this.pos + take));
+      if (this.assembly !== null) chunk.copy(this.assembly, this.pendingBytes, this.pos, this.pos + take);
+      else this.pending.push(chunk.subarray(this.pos, this.pos + take));
       this.pendingBytes += take;
       this.pos += take;
       if (this.pendingBytes < this.pendingNeeded) return;
       if (!this.pendingHeader) {
-        this.ready = Buffer.concat(this.pending, this.pendingBytes);
+        this.ready = this.assembly ?? Buffer.concat(this.pending, this.pendingBytes);
         this.readyIsRaw = false;
         this.clearPending();
         return;
@@ -129,9 +151,7 @@ export class Framer {
         this.clearPending();
         return;
       }
-      this.pending = [head];
-      this.pendingNeeded = total;
-      this.pendingHeader = false;
+      if (!this.beginPending(head, total)) return;
     }
   }
 
@@ -140,6 +160,8 @@ export class Framer {
     const ready = this.ready;
     if (ready !== null) {
       this.ready = null;
+      // The caller handles the message before it asks again; it no longer waits for its rest.
+      this.releaseBudget();
       this.type = ready[0] as number;
       this.buf = ready;
       this.start = 0;
@@ -185,7 +207,10 @@ export class Framer {
       this.pos = buf.length;
       return FrameEvent.Raw;
     }
-    this.stash(total, false);
+    const rest = buf.subarray(pos);
+    this.chunk = EMPTY;
+    this.pos = 0;
+    if (!this.beginPending(rest, total)) return FrameEvent.Error;
     return FrameEvent.NeedMore;
   }
 
@@ -206,7 +231,40 @@ export class Framer {
     this.pos = 0;
   }
 
+  /**
+   * A message of `total` bytes of which `first` has arrived: kept as pieces,
+   * or (COUNTED_MESSAGE_BYTES and more) copied into a buffer of its full size
+   * taken from the budget. false: the budget is exhausted (the framer failed).
+   */
+  private beginPending(first: Buffer, total: number): boolean {
+    this.pendingNeeded = total;
+    this.pendingHeader = false;
+    this.pendingBytes = first.length;
+    if (total < COUNTED_MESSAGE_BYTES) {
+      this.pending = [first];
+      return true;
+    }
+    if (this.budget !== null) {
+      if (!this.budget.reserve(total)) {
+        this.fail('RG_BUFFER_BUDGET');
+        return false;
+      }
+      this.reserved = total;
+    }
+    this.pending = [];
+    this.assembly = Buffer.allocUnsafeSlow(total);
+    first.copy(this.assembly, 0);
+    return true;
+  }
+
+  private releaseBudget(): void {
+    if (this.reserved === 0) return;
+    this.budget?.release(this.reserved);
+    this.reserved = 0;
+  }
+
   private clearPending(): void {
+    this.assembly = null;
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingNeeded = 0;
@@ -216,6 +274,7 @@ export class Framer {
   private fail(code: FramerErrorCode): number {
     this.failed = true;
     this.errorCode = code;
+    this.releaseBudget();
     this.clearPending();
     this.ready = null;
     this.chunk = EMPTY;

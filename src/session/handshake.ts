@@ -20,6 +20,7 @@ import { Frontend } from '../protocol/constants.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import { parseProxyHeader } from '../protocol/proxy-protocol.ts';
+import type { BufferBudget } from '../protocol/buffer-budget.ts';
 import { PARSER_SETTINGS, isUtf8Name } from '../sql/guarded-effects.ts';
 import { parseOptions } from './startup-options.ts';
 import type { SessionLog } from './session-host.ts';
@@ -40,6 +41,8 @@ export interface HandshakeHost {
   jwt(): JwtVerifier | null;
   /** Is this peer address a trusted load balancer (may send a PROXY header)? */
   trustedProxy(addr: string): boolean;
+  /** The process's budget for incomplete client messages; absent: unbounded (tests). */
+  readonly bufferBudget?: BufferBudget | null;
 }
 
 /** How the handshake acts on its connection. */
@@ -89,7 +92,7 @@ export class Handshake {
     this.sessionId = sessionId;
     this.clientAddr = clientAddr;
     this.clientPort = clientPort;
-    this.framer = new Framer(host.config.limits.maxMessageBytes, [Frontend.CopyData]);
+    this.framer = new Framer(host.config.limits.maxMessageBytes, [Frontend.CopyData], host.bufferBudget ?? null);
     if (host.config.proxyProtocol !== null && host.trustedProxy(clientAddr)) this.phase = 'proxy-header';
   }
 
@@ -105,6 +108,7 @@ export class Handshake {
   /** The session ended (or moved on): nothing more is handled. */
   stop(): void {
     this.phase = 'done';
+    this.framer.dispose();
   }
 
   /** Bytes from the client. */

@@ -31,14 +31,17 @@ import type { ErrorCode } from '../errors.ts';
 import type { WorkerMetrics } from '../metrics/worker-counters.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
+import type { BufferBudget } from '../protocol/buffer-budget.ts';
+import type { OffThreadParser } from '../sql/parse-pool.ts';
+import type { ParsedText } from '../sql/parser.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import * as encode from '../protocol/frontend-encode.ts';
 import { PINNED_PARAMETERS } from '../upstream/connect.ts';
+import { clientLineAllowed } from './client-log-lines.ts';
 import type { SessionLog } from './session-host.ts';
 import { deniedFacts, type DeniedStatement, type StatementLog } from './statement-log.ts';
 
-import { clientLineAllowed } from './client-log-lines.ts';
 /** What the worker provides to the relay core. */
 export interface RelayHost {
   readonly workerId: number;
@@ -50,6 +53,19 @@ export interface RelayHost {
   authorizer(): Authorizer;
   /** The candidate policy deciding beside it (policy.shadow), or null. */
   shadow(): Shadow | null;
+  /** The process's budget for incomplete client messages (limits.max_buffered_bytes); absent: unbounded (tests). */
+  readonly bufferBudget?: BufferBudget | null;
+  /** Parses texts too long to cache away from the worker's thread; absent: every text is parsed inline. */
+  readonly offThreadParser?: OffThreadParser | null;
+}
+
+/** A Query or Parse whose text is being parsed off the thread: the session waits for it, and keeps what arrives meanwhile. */
+interface Suspended {
+  readonly type: number;
+  readonly buf: Buffer;
+  readonly start: number;
+  readonly end: number;
+  readonly queued: Buffer[];
 }
 
 
@@ -66,6 +82,10 @@ export interface RelayIo {
   terminate(): void;
   /** Ask the server to cancel what it runs (a CancelRequest with the upstream's own keys, on a connection of its own). */
   cancelServer(): void;
+  /** Stop reading from the client while a text is parsed off the thread; absent: nothing to pause (tests). */
+  pauseClient?(): void;
+  /** Read from the client again. */
+  resumeClient?(): void;
 }
 
 export interface RelayOptions {
@@ -73,6 +93,8 @@ export interface RelayOptions {
   /** Per-session part of the denial nonces: one SQL identifier token ([a-z0-9_]). */
   readonly nonceBase: string;
   readonly maxMessageBytes: number;
+  /** limits.max_statement_bytes: a longer Query or Parse text is refused before it is parsed or decided (default: no smaller than the message limit). */
+  readonly maxStatementBytes?: number;
   /** Decision time bucket (config time.bucket_ms): a prepared statement is re-checked at Bind in a new bucket. */
   readonly bucketMs: number;
   readonly context: SessionContext;
@@ -119,6 +141,17 @@ const MAX_PENDING_DENIALS = 10_000;
 /** Random per thread: a client cannot predict (and so forge) the nonce of an injected denial. */
 export const NONCE_PREFIX = randomBytes(8).toString('hex');
 
+/**
+ * Extended-query messages that leave work open upstream until the next Sync
+ * (or a Query, which ends the implicit transaction in the server as well):
+ * a session with one of them outstanding is not at a transaction boundary.
+ */
+const UNSYNCED_TYPES = new Uint8Array(256);
+for (const t of [Frontend.Parse, Frontend.Bind, Frontend.Describe, Frontend.Execute, Frontend.Close]) UNSYNCED_TYPES[t] = 1;
+
+/** The FATAL (57P01) text of a session a drain ends at its transaction boundary. */
+export const DRAIN_MESSAGE = 'terminating connection: rolegate is shutting down';
+
 export class Relay {
   private readonly host: RelayHost;
   private readonly io: RelayIo;
@@ -126,6 +159,7 @@ export class Relay {
   private readonly sessionId: string;
   private readonly context: SessionContext;
   private readonly bucketMs: number;
+  private readonly maxStatementBytes: number;
   private readonly clientFramer: Framer;
   private readonly serverFramer: Framer;
   /** PREPARE'd statements and cursors of this session (what EXECUTE and Bind run). */
@@ -143,6 +177,14 @@ export class Relay {
   /** The server sent a FATAL: it already told the client why it is closing. */
   serverSentFatal = false;
   private ended = false;
+  /** A drain is under way: the session ends at its next transaction boundary. */
+  private draining = false;
+  /** Extended-query messages were sent upstream since the last Sync (or Query). */
+  private unsynced = false;
+  /** The message waiting for its off-thread parse (nothing after it is handled meanwhile), or null. */
+  private suspended: Suspended | null = null;
+  /** The off-thread parse of the text being decided now (decide() hands it to the authorizer). */
+  private preParsed: { sql: string; parsed: ParsedText } | null = null;
 
   // The current forward run (one at a time; see flushRun()).
   private runBuf: Buffer | null = null;
@@ -157,21 +199,47 @@ export class Relay {
     this.sessionId = options.sessionId;
     this.context = options.context;
     this.bucketMs = options.bucketMs;
+    this.maxStatementBytes = options.maxStatementBytes ?? options.maxMessageBytes;
     this.nonceBase = options.nonceBase;
     this.deniedName = `rolegate_denied_${options.nonceBase}`;
     this.txStatus = options.txStatus;
-    this.clientFramer = new Framer(options.maxMessageBytes, [Frontend.CopyData]);
+    this.clientFramer = new Framer(options.maxMessageBytes, [Frontend.CopyData], host.bufferBudget ?? null);
     this.serverFramer = new Framer(0x7fffffff, [Backend.DataRow, Backend.CopyData]);
   }
 
   /** Something sent upstream has not been answered with its ReadyForQuery yet. */
   get busy(): boolean {
-    return this.syncsSent > this.readyReceived;
+    return this.suspended !== null || this.syncsSent > this.readyReceived;
+  }
+
+  /**
+   * At a transaction boundary: the last ReadyForQuery said idle ('I'), every
+   * Query and Sync sent has had its ReadyForQuery (so no COPY runs either),
+   * and no extended-query message awaits a Sync.
+   */
+  private get atBoundary(): boolean {
+    return this.txStatus === TxStatus.Idle && this.syncsSent === this.readyReceived && !this.unsynced && this.suspended === null;
+  }
+
+  /**
+   * The proxy is draining: end the session now if it is at a transaction
+   * boundary, else at the next ReadyForQuery that reaches one (a transaction
+   * under way runs to its end first).
+   */
+  drain(): void {
+    this.draining = true;
+    if (!this.ended && this.atBoundary) this.endForDrain();
+  }
+
+  private endForDrain(): void {
+    this.flushRun();
+    this.fail('RG_SHUTDOWN', DRAIN_MESSAGE);
   }
 
   /** The session is over: nothing more is relayed. */
   end(): void {
     this.ended = true;
+    this.clientFramer.dispose();
   }
 
   /**
@@ -194,8 +262,19 @@ export class Relay {
 
   onClientBytes(chunk: Buffer): void {
     if (this.ended) return;
+    if (this.suspended !== null) {
+      // Handled after the waiting message, in order.
+      this.suspended.queued.push(chunk);
+      this.io.pauseClient?.();
+      return;
+    }
+    this.clientFramer.push(chunk);
+    this.processFrames();
+  }
+
+  /** Handle every whole message the framer holds (until one must wait for an off-thread parse). */
+  private processFrames(): void {
     const framer = this.clientFramer;
-    framer.push(chunk);
     for (;;) {
       const ev = framer.next();
       if (ev === FrameEvent.NeedMore) break;
@@ -213,6 +292,8 @@ export class Relay {
         this.flushRun();
         return this.fail('RG_UNKNOWN_MESSAGE', `invalid frontend message type ${type} ("${String.fromCharCode(type)}")`);
       }
+      if (type === Frontend.Sync || type === Frontend.Query) this.unsynced = false;
+      else if (UNSYNCED_TYPES[type] === 1) this.unsynced = true;
       if (this.discardUntilSync) {
         // After a denied Parse the server would discard until Sync; so do we.
         if (type === Frontend.Sync) {
@@ -252,9 +333,49 @@ export class Relay {
         default:
           this.extendRun(true, framer.buf, framer.start, framer.end);
       }
-      if (this.ended) return;
+      if (this.ended || this.suspended !== null) return;
     }
     this.flushRun();
+  }
+
+  /**
+   * A text too long to cache is parsed on the pool thread instead of here (the
+   * worker's other sessions would wait for it): true when `sql` went there
+   * and this message waits for it (resume() handles it, then what follows).
+   */
+  private parseOffThread(type: number, buf: Buffer, start: number, end: number, sql: string): boolean {
+    const parser = this.host.offThreadParser;
+    if (parser === undefined || parser === null || sql.length <= parser.thresholdChars) return false;
+    if (this.preParsed?.sql === sql) return false; // resume(): parsed already
+    // Refusals that need no parse stay here (a text over the size limit is never parsed at all).
+    if (Buffer.byteLength(sql) > this.maxStatementBytes) return false;
+    this.flushRun();
+    this.suspended = { type, buf, start, end, queued: [] };
+    this.io.pauseClient?.();
+    void parser.parse(sql).then((parsed) => this.resume(sql, parsed));
+    return true;
+  }
+
+  /** The off-thread parse is back: decide the waiting message, then go on with what followed it. */
+  private resume(sql: string, parsed: ParsedText): void {
+    const waiting = this.suspended;
+    this.suspended = null;
+    if (waiting === null || this.ended) return;
+    this.preParsed = { sql, parsed };
+    if (waiting.type === Frontend.Query) this.onQuery(waiting.buf, waiting.start, waiting.end);
+    else this.onParse(waiting.buf, waiting.start, waiting.end);
+    this.preParsed = null;
+    if (!this.ended) this.processFrames();
+    const queued = waiting.queued;
+    while (!this.ended && this.suspended === null && queued.length > 0) {
+      this.clientFramer.push(queued.shift() as Buffer);
+      this.processFrames();
+    }
+    if (this.ended) return;
+    // (handling the messages above may have sent another text off the thread)
+    const again = this.suspended as Suspended | null;
+    if (again !== null) again.queued.push(...queued);
+    else this.io.resumeClient?.();
   }
 
   /** Simple Query ('Q'): decide every statement; forward only if all are allowed. */
@@ -264,6 +385,7 @@ export class Relay {
     // A simple Query destroys the unnamed prepared statement (as in the server).
     this.sqlState.statements.delete('');
     const sql = buf.toString('utf8', q.textStart, q.textEnd);
+    if (this.parseOffThread(Frontend.Query, buf, start, end, sql)) return;
     const result = this.decide(buf, q.textStart, q.textEnd, sql, 'simple');
     if (result.allow) {
       this.log.query(result, sql, this.syncsSent);
@@ -279,6 +401,7 @@ export class Relay {
     const p = fe.decodeParse(buf, start, end);
     if (p === null) return this.fail('RG_PROTOCOL_VIOLATION', 'malformed Parse message');
     const sql = buf.toString('utf8', p.textStart, p.textEnd);
+    if (this.parseOffThread(Frontend.Parse, buf, start, end, sql)) return;
     const result = this.decide(buf, p.textStart, p.textEnd, sql, 'extended');
     const statements = this.sqlState.statements;
     if (result.allow) {
@@ -383,6 +506,12 @@ export class Relay {
 
   /** Decide a Query's or Parse's text (`sql`, decoded once by the caller from buf[textStart, textEnd)). */
   private decide(buf: Buffer, textStart: number, textEnd: number, sql: string, protocol: 'simple' | 'extended'): ShadowedResult {
+    // Checked first, whatever the caches hold: the same text always gets the same answer,
+    // and no text this long is parsed or evaluated on the worker's thread.
+    if (textEnd - textStart > this.maxStatementBytes) {
+      this.countRefusal(null, 'statement-too-large', protocol);
+      return undecided(proxyDenial('statement-too-large', `the statement is ${textEnd - textStart} bytes; limits.max_statement_bytes is ${this.maxStatementBytes}`));
+    }
     const problem = fe.checkSqlBytes(buf, textStart, textEnd);
     if (problem !== null) {
       this.countRefusal(null, 'invalid-text', protocol);
@@ -393,7 +522,8 @@ export class Relay {
       this.countRefusal(null, 'audit-unavailable', protocol);
       return undecided(proxyDenial('audit-unavailable'));
     }
-    const request: StatementRequest = { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle };
+    const preParsed = this.preParsed?.sql === sql ? this.preParsed.parsed : undefined;
+    const request: StatementRequest = preParsed === undefined ? { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle } : { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle, parsed: preParsed };
     const active = this.host.authorizer().statements(request);
     // Shadow mode: the candidate judges the same request; the active result is enforced.
     const shadow = this.host.shadow();
@@ -481,6 +611,9 @@ export class Relay {
           if (this.denials.length > 0) this.forgetDenials(this.readyReceived);
           this.readyReceived++;
           this.extendRun(false, buf, start, end);
+          // Draining: the client gets this ReadyForQuery (its transaction is
+          // complete), then the FATAL.
+          if (this.draining && this.atBoundary) return this.endForDrain();
           break;
         case Backend.CommandComplete:
           this.log.commandComplete(commandCompleteRows(buf, start, end));

@@ -31,7 +31,7 @@ import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel, type UpstreamRe
 import { changedParameters, WelcomeCache } from '../upstream/welcome.ts';
 import { clientLineAllowed } from './client-log-lines.ts';
 import { Handshake, isPassthrough, normaliseAddress, type HandshakeIo, type HandshakePhase } from './handshake.ts';
-import { NONCE_PREFIX, Relay, type RelayIo } from './relay.ts';
+import { DRAIN_MESSAGE, NONCE_PREFIX, Relay, type RelayIo } from './relay.ts';
 import { refuseReason, type CancelTarget, type SessionHost } from './session-host.ts';
 import { StatementLog } from './statement-log.ts';
 
@@ -100,6 +100,7 @@ export class ClientSession implements CancelTarget {
       tlsEnabled: () => host.tlsEnabled(),
       jwt: () => host.jwt(),
       trustedProxy: (addr: string) => host.trustedProxy(addr),
+      bufferBudget: host.bufferBudget ?? null,
     };
     this.handshake = new Handshake(handshakeHost, this.handshakeIo, this.id, normaliseAddress(client.remoteAddress), client.remotePort ?? 0);
     client.setNoDelay(true);
@@ -343,6 +344,7 @@ export class ClientSession implements CancelTarget {
       sessionId: this.id,
       nonceBase: this.nonceBase,
       maxMessageBytes: this.config.limits.maxMessageBytes,
+      maxStatementBytes: this.config.limits.maxStatementBytes,
       bucketMs: this.config.time.bucketMs,
       context: this.context as SessionContext,
       txStatus: ready.txStatus,
@@ -377,6 +379,8 @@ export class ClientSession implements CancelTarget {
       if (!this.client.write(bytes)) this.upstream?.pause();
     },
     fail: (code, message) => this.fatal(code, message),
+    pauseClient: () => this.client.pause(),
+    resumeClient: () => this.client.resume(),
     cancelServer: () => {
       sendUpstreamCancel(this.config.upstream, this.upstreamProcessId, this.upstreamSecretKey, (err) =>
         this.host.log.warn({ session: this.id, err: err.message }, 'upstream cancel failed'),
@@ -451,6 +455,18 @@ export class ClientSession implements CancelTarget {
     upstream.end(encode.TERMINATE);
     // An upstream that does not close after Terminate is cut off.
     setTimeout(() => upstream.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  /**
+   * The proxy is draining: end the session at its transaction boundary. A
+   * relaying session ends now if idle, else at its next idle ReadyForQuery
+   * (the relay core decides); one without an upstream session (handshake,
+   * parked, logging in) has no transaction and ends now.
+   */
+  drain(): void {
+    if (this.phase === 'closed') return;
+    if (this.phase === 'relay') (this.relay as Relay).drain();
+    else this.fatal('RG_SHUTDOWN', DRAIN_MESSAGE);
   }
 
   /** Administrative end of the session (drain timeout, shutdown). */

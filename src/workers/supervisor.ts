@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { BufferBudget } from '../protocol/buffer-budget.ts';
 import { RolegateError } from '../errors.ts';
 import type { AuditHub } from '../audit/main-side.ts';
 import type { MetricsRegistry } from '../metrics/registry.ts';
@@ -45,6 +46,8 @@ export class Supervisor {
   private shadow: PolicyBundle | null;
   private stopping = false;
   private drainedWaiters = new Map<number, () => void>();
+  /** One budget counter for every worker's incomplete client messages (a restarted worker shares it too). */
+  private readonly bufferBudget = BufferBudget.shared();
   private statsCollector: ((msg: WorkerStats) => void) | null = null;
 
   constructor(options: SupervisorOptions) {
@@ -81,6 +84,7 @@ export class Supervisor {
       maxClientsPerWorker: Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers)),
       fixedTimeMs: this.options.fixedTimeMs,
       auditHealthy: this.options.audit?.sinkHealthy ?? true,
+      bufferBudget: this.bufferBudget,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}`, resourceLimits: { maxYoungGenerationSizeMb: this.options.config.limits.workerYoungGenerationMb } });
     slot.worker = worker;
@@ -243,8 +247,10 @@ export class Supervisor {
   }
 
   /**
-   * Graceful stop: workers stop accepting; sessions get up to drainTimeoutMs to
-   * end on their own, then the rest receive 57P01 and are closed.
+   * Graceful stop: workers stop accepting and end each session at its
+   * transaction boundary (57P01: idle ones at once, the others at their next
+   * idle ReadyForQuery); sessions still inside a transaction after
+   * drainTimeoutMs receive 57P01 and are closed mid-transaction.
    */
   async shutdown(drainTimeoutMs: number): Promise<void> {
     if (this.stopping) return;

@@ -6,6 +6,9 @@
 
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
+import { BufferBudget } from '../protocol/buffer-budget.ts';
+import { startReclaiming } from './reclaim.ts';
+import { OffThreadParser } from '../sql/parse-pool.ts';
 import { pino } from 'pino';
 import type { SaltedPasswordCache } from '../auth/scram.ts';
 import type { Config } from '../config/config.ts';
@@ -154,6 +157,8 @@ function finalFlush(): void {
   postMetrics();
 }
 
+const bufferBudget = new BufferBudget(data.bufferBudget, config.limits.maxBufferedBytes);
+
 const host: SessionHost = {
   get config() {
     return config;
@@ -188,7 +193,11 @@ const host: SessionHost = {
     return trusted.some((cidr) => cidrContains(cidr, addr));
   },
   routeCancel: (processId, secretKey) => cancelKeys.route(processId, secretKey),
+  // limits.max_buffered_bytes is read when the worker starts (the counter is the supervisor's, shared by all).
+  bufferBudget,
+  offThreadParser: new OffThreadParser(),
 };
+startReclaiming(bufferBudget, (released, ms) => log.debug({ releasedBytes: released, ms: Math.round(ms) }, 'collected released message buffers'));
 
 const server = net.createServer({ noDelay: true }, (socket) => {
   metrics.inc(acceptedHandle);
@@ -215,8 +224,13 @@ port.on('message', (msg: MainToWorker) => {
       cancelKeys.cancelLocal(msg.processId, msg.secretKey);
       return;
     case 'drain':
-      draining = true;
       server.close();
+      // Each session ends at its transaction boundary: the idle ones now (they
+      // leave the set as they go), the rest at their next idle ReadyForQuery.
+      // `draining` is set after this loop, so that only the check below reports
+      // the worker drained when every session ended here.
+      for (const s of [...allSessions]) s.drain();
+      draining = true;
       if (allSessions.size === 0) {
         finalFlush();
         post({ type: 'drained', workerId });

@@ -133,8 +133,8 @@ describe('rolegate demo', { timeout: 240_000 }, () => {
       assert.equal(reloaded.ok, true, 'POST /reload on the demo');
       assert.ok(existsSync(demo.dataDir));
 
-      // SIGTERM: the open session is drained (57P01 after the demo's short
-      // drain timeout), then the database stops and its directory goes.
+      // SIGTERM: the open (idle) session is drained at once (57P01), then the
+      // database stops and its directory goes.
       const closed = new Promise<string | undefined>((resolve) => open.on('error', (err: Error & { code?: string }) => resolve(err.code)));
       demo.child.kill('SIGTERM');
       const end = await demo.exited;

@@ -11,10 +11,14 @@ import { connect, demoConfig, ensureDemoDatabase } from '../helpers/fixture.ts';
 import { startProxy } from '../helpers/proxy.ts';
 
 describe('proxy lifecycle', () => {
-  test('SIGTERM: stop accepting, let open sessions finish, exit 0 when they are gone', async () => {
+  test('SIGTERM: stop accepting, close idle sessions, let open transactions finish, exit 0 when they are gone', async () => {
     await ensureDemoDatabase();
     const proxy = await startProxy(demoConfig({ workers: 2, extra: 'shutdown: { drain_timeout_ms: 20000 }\n' }));
     const session = await connect(proxy.port, 'orders-svc');
+    const sessionEnd = new Promise<pg.DatabaseError>((resolve) => session.on('error', (e) => resolve(e as pg.DatabaseError)));
+    const idle = await connect(proxy.port, 'orders-svc');
+    const idleEnd = new Promise<pg.DatabaseError>((resolve) => idle.on('error', (e) => resolve(e as pg.DatabaseError)));
+    await session.query('BEGIN');
     const exit = new Promise<number | null>((resolve) => proxy.child.on('exit', (code) => resolve(code)));
     proxy.child.kill('SIGTERM');
     await proxy.waitForLog((l) => l['msg'] === 'draining');
@@ -22,12 +26,16 @@ describe('proxy lifecycle', () => {
     // New connections are refused…
     const late = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'orders-svc', password: 'x', database: 'app', connectionTimeoutMillis: 2000 });
     await assert.rejects(late.connect());
-    // …while the open session keeps working.
+    // …an idle session is closed at once (57P01)…
+    assert.equal((await idleEnd).code, '57P01');
+    // …while the open transaction keeps working.
     const r = await session.query('SELECT 40 + 2 AS n');
     assert.equal(r.rows[0].n, 42);
     const exitedEarly = await Promise.race([exit.then(() => true), new Promise((r2) => setTimeout(() => r2(false), 300))]);
-    assert.equal(exitedEarly, false, 'the proxy waits for the open session');
-    await session.end();
+    assert.equal(exitedEarly, false, 'the proxy waits for the open transaction');
+    await session.query('COMMIT');
+    // At its end the session is closed too (57P01), and the proxy exits.
+    assert.equal((await sessionEnd).code, '57P01');
     assert.equal(await exit, 0);
   });
 

@@ -105,7 +105,7 @@ describe('parseConfig: valid configs', () => {
     assert.deepEqual(c.listen, { host: '0.0.0.0', port: 7432 });
     assert.equal(c.workers, 3);
     assert.deepEqual(c.upstream, { host: 'db.internal', port: 5433, connectTimeoutMs: 2500, tls: { mode: 'disable', caFile: null, caPem: null, serverName: null }, connect: 'eager' });
-    assert.deepEqual(c.limits, { maxMessageBytes: 1048576, startupTimeoutMs: 5000, maxClientConnections: 100, parseCacheEntries: 0, decisionCacheEntries: 10, workerYoungGenerationMb: 24 });
+    assert.deepEqual(c.limits, { maxMessageBytes: 1048576, maxStatementBytes: 1048576, maxBufferedBytes: 256 * 1024 * 1024, startupTimeoutMs: 5000, maxClientConnections: 100, parseCacheEntries: 0, decisionCacheEntries: 10, workerYoungGenerationMb: 24 });
     assert.deepEqual(c.roles, {
       app_reader: { password: 'reader-secret', source: 'env:APP_READER_PASSWORD' },
       app_writer: { password: 'writer-secret', source: `file:${path.join(dir, 'writer.secret')}` },
@@ -135,7 +135,7 @@ describe('parseConfig: valid configs', () => {
       assert.equal(c.tls, null);
       assert.deepEqual(c.auth, { cert: null, jwt: null });
       assert.equal(c.proxyProtocol, null);
-      assert.deepEqual(c.limits, { maxMessageBytes: 64 * 1024 * 1024, startupTimeoutMs: 10_000, maxClientConnections: 20_000, parseCacheEntries: 10_000, decisionCacheEntries: 50_000, workerYoungGenerationMb: 12 });
+      assert.deepEqual(c.limits, { maxMessageBytes: 64 * 1024 * 1024, maxStatementBytes: 1024 * 1024, maxBufferedBytes: 256 * 1024 * 1024, startupTimeoutMs: 10_000, maxClientConnections: 20_000, parseCacheEntries: 10_000, decisionCacheEntries: 50_000, workerYoungGenerationMb: 12 });
       assert.deepEqual(c.users, {});
       assert.deepEqual(c.roles, {});
       assert.equal(c.policy, null);
@@ -336,6 +336,12 @@ describe('parseConfig: time, limits, passthrough_parameters', () => {
       assert.match(problemAt(lines, 2, 'time.zone'), /unknown time zone/, zone);
     }
     assert.equal(parseConfig('time: { zone: America/New_York }\n', file, { env: {} }).time.zone, 'America/New_York');
+  });
+
+  test('limits.max_statement_bytes: 1 MiB by default, at most 16 MiB (the policy\'s WebAssembly memory gives out beyond)', () => {
+    assert.equal(parseConfig('limits: { max_statement_bytes: 16777216 }\n', file, { env: {} }).limits.maxStatementBytes, 16 * 1024 * 1024);
+    const { lines } = problemsOf('limits:\n  max_statement_bytes: 33554432\n');
+    assert.match(problemAt(lines, 2, 'limits.max_statement_bytes'), /from 1024 to 16777216, got 33554432/);
   });
 
   test('limits are bounded', () => {

@@ -16,6 +16,7 @@ import { compilePolicy, PolicyEngine } from '../../src/policy/engine.ts';
 import { ensureOpa } from '../../src/policy/opa-cli.ts';
 import * as be from '../../src/protocol/backend.ts';
 import * as encode from '../../src/protocol/frontend-encode.ts';
+import { OffThreadParser } from '../../src/sql/parse-pool.ts';
 import { Relay, type RelayIo } from '../../src/session/relay.ts';
 import { StatementLog } from '../../src/session/statement-log.ts';
 import { FactsCache } from '../../src/sql/facts-cache.ts';
@@ -44,7 +45,7 @@ function context(name: string, role: string): SessionContext {
 }
 
 /** One relay core with a recording RelayIo and audit recorder. */
-function harness(name = 'reporting-svc', role = 'app_reader') {
+function harness(name = 'reporting-svc', role = 'app_reader', maxStatementBytes?: number, offThreadParser: OffThreadParser | null = null) {
   const toServer: Buffer[] = [];
   const toClient: Buffer[] = [];
   const events: string[] = [];
@@ -52,18 +53,20 @@ function harness(name = 'reporting-svc', role = 'app_reader') {
   const audit: AuditRecorder = { enabled: true, parameters: 'off', maxParameterBytes: 0, canProceed: () => true, record: (r) => void records.push(r) };
   const time = new TimeSource('UTC', { nowMs: () => Date.parse('2026-11-27T12:00:10Z') });
   const authorizer: Authorizer = new PolicyAuthorizer({ engine, facts: new FactsCache(100), time, bucketMs: 60_000, decisionCacheEntries: 100, keyByText: false });
-  const host = { workerId: 0, audit, metrics: new WorkerMetrics(0), time, log: silent, authorizer: () => authorizer, shadow: () => null };
+  const host = { workerId: 0, audit, metrics: new WorkerMetrics(0), time, log: silent, authorizer: () => authorizer, shadow: () => null, offThreadParser };
   const io: RelayIo = {
     toServer: (b) => void toServer.push(Buffer.from(b)),
     toClient: (b) => void toClient.push(Buffer.from(b)),
     fail: (code, msg) => void events.push(`fail ${code} ${msg ?? ''}`),
     terminate: () => void events.push('terminate'),
     cancelServer: () => void events.push('cancel'),
+    pauseClient: () => void events.push('pause'),
+    resumeClient: () => void events.push('resume'),
   };
   const ctx = context(name, role);
   const log = new StatementLog(host, 'sess-1', { addr: '127.0.0.1', port: 5000 });
   log.begin(ctx);
-  const relay = new Relay(host, io, log, { sessionId: 'sess-1', nonceBase: 'test', maxMessageBytes: 1 << 20, bucketMs: 60_000, context: ctx, txStatus: 0x49 /* 'I' */ });
+  const relay = new Relay(host, io, log, { sessionId: 'sess-1', nonceBase: 'test', maxMessageBytes: 1 << 20, maxStatementBytes, bucketMs: 60_000, context: ctx, txStatus: 0x49 /* 'I' */ });
   /** Everything written to a side since the last take, as one buffer. */
   const take = (list: Buffer[]): Buffer => Buffer.concat(list.splice(0));
   return { relay, toServer, toClient, events, records, take };
@@ -276,6 +279,59 @@ describe('relay core (no sockets)', () => {
     assert.deepEqual(h.events, [], 'the session goes on');
     h.relay.onClientBytes(query('SELECT 1'));
     assert.deepEqual(h.take(h.toServer), query('SELECT 1'));
+  });
+
+  test('a text over max_statement_bytes is refused (54000) before it is parsed, whatever the caches hold; the session goes on', () => {
+    const h = harness('reporting-svc', 'app_reader', 64);
+    const small = "SELECT length('aaaa')";
+    const large = `SELECT length('${'a'.repeat(100)}')`;
+    // The same shape decided first (facts and decision caches warm): the long text is still refused.
+    h.relay.onClientBytes(query(small));
+    assert.deepEqual(h.take(h.toServer), query(small));
+    h.relay.onServerBytes(Buffer.concat([rowDescription1(), dataRow1('4'), commandComplete('SELECT 1'), ready()]));
+    h.take(h.toClient);
+    for (const bytes of [query(large), Buffer.concat([parse('big', large), bind('', 'big'), execute(), sync()])]) {
+      h.relay.onClientBytes(bytes);
+      const sent = h.take(h.toServer);
+      assert.equal(sent.includes(Buffer.from('aaaaaaaaaa')), false, 'the text never reaches the server');
+      const nonce = /rolegate_denied_test_\d+/.exec(sent.toString('latin1'))?.[0] ?? '';
+      h.relay.onServerBytes(Buffer.concat([syntaxError(nonce), ready()]));
+      const out = h.take(h.toClient);
+      const f = fields(out.subarray(0, out.length - ready().length));
+      assert.equal(f.get('C'), '54000');
+      assert.equal(f.get('M'), `statement too large for rolegate: the statement is ${Buffer.byteLength(large)} bytes; limits.max_statement_bytes is 64`);
+    }
+    assert.deepEqual(h.records.filter((r) => r.decision === 'deny').map((r) => r.rule), ['statement-too-large', 'statement-too-large']);
+    assert.deepEqual(h.events, [], 'the session goes on');
+  });
+
+  test('a text too long to cache is parsed off the thread: the message and everything after it wait, in order, and the decision is made before a byte is forwarded', async () => {
+    const parser = new OffThreadParser(100);
+    try {
+      const h = harness('reporting-svc', 'app_reader', undefined, parser);
+      const big = query(`SELECT count(*) FROM orders WHERE note <> '${'x'.repeat(300)}'`);
+      const small = query('SELECT 1');
+      const deniedBig = query(`DELETE FROM orders WHERE note = '${'y'.repeat(300)}'`);
+      const later = query('SELECT 2');
+      h.relay.onClientBytes(Buffer.concat([big, small, deniedBig]));
+      assert.deepEqual(h.toServer, [], 'nothing is forwarded while the first text is parsed');
+      assert.equal(h.relay.busy, true);
+      h.relay.onClientBytes(later);
+      assert.deepEqual(h.toServer, [], 'what arrives meanwhile waits too');
+      for (let i = 0; i < 200 && h.events.filter((e) => e === 'resume').length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      const sent = h.take(h.toServer);
+      // big and small forwarded as sent; the denied DELETE replaced by a failing statement; then the later query.
+      assert.deepEqual(sent.subarray(0, big.length + small.length), Buffer.concat([big, small]));
+      const rest = sent.subarray(big.length + small.length).toString('latin1');
+      assert.match(rest, /^Q.{4}rolegate_denied_test_1\0Q.{4}SELECT 2\0$/s);
+      assert.equal(rest.includes('DELETE'), false, 'the denied text never reaches the server');
+      assert.deepEqual(h.events.filter((e) => e === 'pause' || e === 'resume').slice(-1), ['resume']);
+      assert.ok(parser.parsed >= 2, `parsed off the thread: ${parser.parsed}`);
+      const denied = h.records.filter((r) => r.decision === 'deny');
+      assert.deepEqual(denied.map((r) => [r.command, r.rule]), [['DELETE', 'read-only-role']]);
+    } finally {
+      await parser.close();
+    }
   });
 
   test('a ParameterStatus naming another session user ends the session (server-side code no parser saw); the mapped one is relayed', () => {
