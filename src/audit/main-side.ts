@@ -6,8 +6,17 @@
 // it), and tells every worker when the sink's health changes (they need it
 // for fail-closed). Pure: the supervisor passes messages in and gives it a
 // send function; no threads here.
+//
+// Crash recovery: the hub allocates each worker's crash journal
+// (crash-journal.ts) for its workerData and counts what that worker's batches
+// delivered. When the worker exits, workerExited() writes the lines the
+// journal holds beyond that (formatted, never posted), then one session-lost
+// line per session that was open, naming the records that were never made
+// (statements forwarded whose answers had not arrived) — so a crash leaves its
+// evidence in the log itself — and counts both.
 
 import type { Auditor, AuditorStats } from './auditor.ts';
+import { allocateJournal, readJournal, type Delivered } from './crash-journal.ts';
 import { ChunkLease } from './sinks.ts';
 import { CHUNK_BYTES, type AuditBatchMessage, type AuditControlMessage } from './worker-side.ts';
 
@@ -19,6 +28,30 @@ export interface AuditHubStats extends AuditorStats {
   batches: number;
   /** Chunk buffers given back to their workers. */
   buffersReturned: number;
+  /** Records a worker had formatted but not posted when it exited, written from its crash journal. */
+  recovered: number;
+  /** Records lost with a worker's exit (never made, or no longer in its journal); also in `dropped`. Each session's share is named in a session-lost line. */
+  lost: number;
+  /** session-lost lines written. */
+  sessionsLost: number;
+}
+
+/** What workerExited() found: records written from the journal, records lost (named in session-lost lines, or beyond the ring), unreported drops, session-lost lines. */
+export interface WorkerAuditLoss {
+  recovered: number;
+  lost: number;
+  dropped: number;
+  sessions: number;
+}
+
+interface WorkerJournal {
+  sab: SharedArrayBuffer;
+  delivered: Delivered;
+}
+
+export interface AuditHubOptions {
+  /** Ring bytes of each worker's crash journal (audit.worker.buffer_bytes: what a worker can hold unposted); 0: no journals. */
+  journalBytes?: number;
 }
 
 export class AuditHub {
@@ -28,14 +61,20 @@ export class AuditHub {
   private healthy: boolean;
   private batches = 0;
   private returned = 0;
+  private readonly journalBytes: number;
+  private readonly journals = new Map<number, WorkerJournal>();
+  private recovered = 0;
+  private lost = 0;
+  private sessionsLost = 0;
 
   /**
    * @param broadcast send to every live worker (health changes)
    * @param sendTo    send to one worker (acknowledgements, returned buffers)
    * @param onHealthChange optional observer (logs: one line per change)
    */
-  constructor(auditor: Auditor, broadcast: (msg: AuditControlMessage) => void, sendTo: SendToWorker, onHealthChange?: (healthy: boolean, lastError: string | null) => void) {
+  constructor(auditor: Auditor, broadcast: (msg: AuditControlMessage) => void, sendTo: SendToWorker, onHealthChange?: (healthy: boolean, lastError: string | null) => void, options: AuditHubOptions = {}) {
     this.auditor = auditor;
+    this.journalBytes = options.journalBytes ?? 0;
     this.broadcast = broadcast;
     this.sendTo = sendTo;
     this.healthy = auditor.sink.healthy;
@@ -60,19 +99,62 @@ export class AuditHub {
   accept(msg: AuditBatchMessage): void {
     this.batches++;
     this.auditor.addWorkerDropped(msg.dropped);
+    const journal = this.journals.get(msg.workerId);
+    if (journal !== undefined) {
+      const d = journal.delivered;
+      d.dropped = (d.dropped + msg.dropped) | 0;
+      d.records = (d.records + msg.records) | 0;
+      d.bytes += msg.chunk?.byteLength ?? 0;
+    }
     if (msg.chunk === null || msg.records === 0) return;
     this.auditor.writeChunk(msg.chunk, msg.records, this.lease(msg.workerId, msg.chunk));
     this.sendTo(msg.workerId, { type: 'audit-ack', records: msg.records });
   }
 
   /**
-   * A worker died without posting its last lines: count them as dropped. The
-   * number is its queue in its latest metrics snapshot (at most one snapshot
-   * interval old); records of statements still awaiting their answers there
-   * are not in it.
+   * A new journal for the worker about to start in slot `workerId` (its
+   * workerData); null when journals are off. `sessions`: how many sessions it
+   * may hold at once.
    */
-  noteWorkerLost(records: number): void {
-    this.auditor.addWorkerDropped(records);
+  journalFor(workerId: number, sessions: number): SharedArrayBuffer | null {
+    if (this.journalBytes <= 0) return null;
+    const sab = allocateJournal(this.journalBytes, sessions);
+    this.journals.set(workerId, { sab, delivered: { bytes: 0, records: 0, dropped: 0 } });
+    return sab;
+  }
+
+  /**
+   * The worker in slot `workerId` exited (after every message it posted was
+   * accepted: the 'exit' event comes after them). Writes what its journal
+   * holds beyond its batches, then a session-lost line per session still
+   * open; `reason` goes into those lines. After a graceful stop there is
+   * nothing left and nothing is written.
+   */
+  workerExited(workerId: number, reason: string, nowMs: number = Date.now()): WorkerAuditLoss {
+    const journal = this.journals.get(workerId);
+    if (journal === undefined) return { recovered: 0, lost: 0, dropped: 0, sessions: 0 };
+    this.journals.delete(workerId);
+    const r = readJournal(journal.sab, journal.delivered);
+    if (r.data !== null) {
+      this.auditor.writeChunk(r.data, r.records);
+      this.recovered += r.records;
+    }
+    const time = new Date(nowMs).toISOString();
+    let lost = r.unrecoverable;
+    for (const s of r.sessions) {
+      lost += s.lost;
+      this.sessionsLost++;
+      this.auditor.sink.write(
+        `${JSON.stringify({ audit: 'session-lost', time, unix_ms: nowMs, session: s.session, worker: workerId, lost: s.lost, seq_from: s.seqFrom, seq_to: s.seqTo, reason })}\n`,
+      );
+    }
+    // Losses no session line can name: lines the ring no longer held, drops not yet reported, sessions that had no slot.
+    if (r.unrecoverable > 0 || r.droppedUnreported > 0 || r.untracked > 0) {
+      this.auditor.sink.write(`${JSON.stringify({ audit: 'records-lost', time, unix_ms: nowMs, worker: workerId, lost: r.unrecoverable, dropped: r.droppedUnreported, untracked_sessions: r.untracked, reason })}\n`);
+    }
+    this.lost += lost;
+    this.auditor.addWorkerDropped(lost + r.droppedUnreported);
+    return { recovered: r.records, lost, dropped: r.droppedUnreported, sessions: r.sessions.length };
   }
 
   /** A chunk written into a whole worker chunk buffer goes back to that worker when the sink is done with it; other (exact-size) chunks are not worth it. */
@@ -86,7 +168,7 @@ export class AuditHub {
   }
 
   stats(): AuditHubStats {
-    return { ...this.auditor.stats(), batches: this.batches, buffersReturned: this.returned };
+    return { ...this.auditor.stats(), batches: this.batches, buffersReturned: this.returned, recovered: this.recovered, lost: this.lost, sessionsLost: this.sessionsLost };
   }
 
   /** Flush and close the sink (after the workers have posted their last batches). */

@@ -6,6 +6,7 @@ import type { AuditConfig } from '../config/config.ts';
 import { AuditHub, type SendToWorker } from './main-side.ts';
 import { Auditor } from './auditor.ts';
 import { FileSink, HttpSink, StdoutSink, type AuditSink } from './sinks.ts';
+import { setActiveJournal } from './crash-journal.ts';
 import { WorkerAuditor, type AuditControlMessage, type AuditHealth, type AuditPost } from './worker-side.ts';
 
 /**
@@ -56,12 +57,18 @@ export async function startMainAudit(
 ): Promise<AuditHub> {
   const sink = await openAuditSink(config);
   const auditor = new Auditor(sink, { mode: config.mode, maxSqlBytes: config.maxSqlBytes, parameters: config.parameters, maxParameterBytes: config.maxParameterBytes, maxListBytes: auditListBudget(config), input: config.input ?? 'off' });
-  return new AuditHub(auditor, broadcast, sendTo, onHealthChange);
+  // Each worker's crash journal holds as many bytes as the worker may hold unposted.
+  return new AuditHub(auditor, broadcast, sendTo, onHealthChange, { journalBytes: config.worker.bufferBytes });
 }
 
-/** Worker thread: the session-facing recorder; call start() once, stop() before the worker exits. */
-export function createWorkerAuditor(config: AuditConfig, workerId: number, post: AuditPost, initialHealth: AuditHealth): WorkerAuditor {
-  return new WorkerAuditor(
+/**
+ * Worker thread: the session-facing recorder; call start() once, stop() before
+ * the worker exits. `journal`: the crash journal the main thread allocated
+ * (AuditHub.journalFor); it becomes the one this thread's statement trackers
+ * report to.
+ */
+export function createWorkerAuditor(config: AuditConfig, workerId: number, post: AuditPost, initialHealth: AuditHealth, journal: SharedArrayBuffer | null = null): WorkerAuditor {
+  const auditor = new WorkerAuditor(
     {
       workerId,
       mode: config.mode,
@@ -74,8 +81,11 @@ export function createWorkerAuditor(config: AuditConfig, workerId: number, post:
       bufferBytes: config.worker.bufferBytes,
       batchRecords: config.worker.batchRecords,
       flushIntervalMs: config.worker.flushIntervalMs,
+      journal,
     },
     post,
     initialHealth,
   );
+  setActiveJournal(auditor.journal);
+  return auditor;
 }

@@ -13,14 +13,20 @@
 // `syncsSent` (each Query or Sync forwarded, injected denials included) and
 // ReadyForQuery messages are counted here; an answer only ever belongs to the
 // oldest entry of the group being answered.
+//
+// In a worker with a crash journal (crash-journal.ts), the tracker keeps its
+// session's slot there current: how many records await an answer and their
+// seq range. If the worker dies, those records were never made, and the main
+// thread names them in a session-lost line instead.
 
+import { activeJournal, type CrashJournal } from './crash-journal.ts';
 import type { AuditRecord } from './record.ts';
 
 /**
  * What the tracker fills in. An AuditRecord is one; with audit off a session
  * can track a bare `{ protocol }` object just for the query-latency histogram.
  */
-export type TrackedExecution = Pick<AuditRecord, 'outcome' | 'rows' | 'query_us' | 'sqlstate'>;
+export type TrackedExecution = Pick<AuditRecord, 'outcome' | 'rows' | 'query_us' | 'sqlstate'> & Partial<Pick<AuditRecord, 'seq' | 'session'>>;
 
 interface Pending<T extends TrackedExecution> {
   record: T;
@@ -37,16 +43,21 @@ export class StatementTracker<T extends TrackedExecution = AuditRecord> {
   private readies = 0;
   /** When the server last finished answering something: executions run one after another, so one starts no earlier than that. */
   private lastDoneAt = -Infinity;
+  /** The worker's crash journal and this session's slot in it (-1: none yet, or none free). */
+  private readonly journal: CrashJournal | null;
+  private slot = -1;
 
   /**
    * @param emit   receives each finished record (pass it to AuditRecorder.record; observe query_us for the latency histogram)
    * @param now    milliseconds, monotonic (performance.now)
    * @param maxPending beyond this many unanswered executions a new one is emitted at once with outcome "unknown" (a client pipelining without reading cannot grow this without bound)
+   * @param journal  where awaited records are noted (default: the worker's active crash journal, if any); only records with a seq and session are
    */
-  constructor(emit: (record: T) => void, now: () => number = () => performance.now(), maxPending = 10_000) {
+  constructor(emit: (record: T) => void, now: () => number = () => performance.now(), maxPending = 10_000, journal: CrashJournal | null = activeJournal()) {
     this.emit = emit;
     this.now = now;
     this.maxPending = maxPending;
+    this.journal = journal;
   }
 
   get pending(): number {
@@ -61,6 +72,11 @@ export class StatementTracker<T extends TrackedExecution = AuditRecord> {
       return;
     }
     this.entries.push({ record, group, forwardedAt: this.now() });
+    const journal = this.journal;
+    if (journal !== null && record.seq !== undefined && record.session !== undefined) {
+      if (this.slot < 0) this.slot = journal.open(record.session);
+      if (this.slot >= 0) journal.expect(this.slot, record.seq);
+    }
   }
 
   /** CommandComplete: `rows` from commandCompleteRows(). */
@@ -101,6 +117,7 @@ export class StatementTracker<T extends TrackedExecution = AuditRecord> {
       this.shift();
       p.record.outcome = 'not-run';
       this.emit(p.record);
+      this.made(p);
     }
     // A pipelined next group starts running once this one is answered.
     this.lastDoneAt = this.now();
@@ -115,7 +132,10 @@ export class StatementTracker<T extends TrackedExecution = AuditRecord> {
       p.record.outcome = 'unknown';
       p.record.query_us = Math.round((t - p.forwardedAt) * 1000);
       this.emit(p.record);
+      this.made(p);
     }
+    if (this.slot >= 0) this.journal?.close(this.slot);
+    this.slot = -1;
   }
 
   private answered(): Pending<T> | null {
@@ -130,6 +150,14 @@ export class StatementTracker<T extends TrackedExecution = AuditRecord> {
     p.record.query_us = Math.max(0, Math.round((t - Math.max(p.forwardedAt, this.lastDoneAt)) * 1000));
     this.lastDoneAt = t;
     this.emit(p.record);
+    this.made(p);
+  }
+
+  /** An awaited record was made (after emit: it is in the worker's buffer and journal now). */
+  private made(p: Pending<T>): void {
+    if (this.slot < 0 || p.record.seq === undefined) return;
+    const next = this.entries[this.head];
+    (this.journal as CrashJournal).answered(this.slot, next?.record.seq ?? 0);
   }
 
   private shift(): void {

@@ -19,6 +19,10 @@
 // thread (a stuck main thread would otherwise grow its message queue without
 // limit). What does not fit is dropped and counted; nothing here waits.
 //
+// With a crash journal (crash-journal.ts) each line is also copied into
+// shared memory the main thread reads if this worker dies, so lines not yet
+// posted are not lost with it.
+//
 // Fail-closed needs the sink's health, which only the main thread knows: it
 // broadcasts every change (AuditHealthMessage). Until the first one arrives
 // the health is 'unknown', which counts as healthy only in best-effort mode.
@@ -26,6 +30,7 @@
 import { formatRecord, prepareRecord, type AuditRecord, type PrepareOptions } from './record.ts';
 import type { AuditorOptions, AuditRecorder } from './auditor.ts';
 import type { AuditInputMode, AuditMode, ParameterMode } from '../config/config.ts';
+import { CrashJournal } from './crash-journal.ts';
 
 export type AuditHealth = 'healthy' | 'unhealthy' | 'unknown';
 
@@ -58,6 +63,8 @@ export interface AuditBufferOptions {
   maxBytes: number;
   /** ready turns true at this many queued records. */
   batchRecords: number;
+  /** Where a copy of each line goes for recovery after a crash (crash-journal.ts); none by default. */
+  journal?: CrashJournal | null;
 }
 
 /** Bytes of one chunk the worker writes lines into (a line longer than this gets a chunk of its own). */
@@ -95,9 +102,11 @@ export class AuditBuffer {
   /** Chunk buffers to write the next lines into: returned by the main thread, or kept by drain() (a mostly empty chunk's lines left in an exact copy). */
   private readonly spares: Buffer[] = [];
   private allocated = 0;
+  private readonly journal: CrashJournal | null;
 
   constructor(options: AuditBufferOptions) {
     this.options = options;
+    this.journal = options.journal ?? null;
   }
 
   get health(): AuditHealth {
@@ -134,6 +143,7 @@ export class AuditBuffer {
       this.chunks.push(open);
     }
     const written = open.buf.write(line, open.used, 'utf8');
+    this.journal?.appendLine(open.buf, open.used, open.used + written);
     open.used += written;
     open.records++;
     this.records++;
@@ -162,8 +172,7 @@ export class AuditBuffer {
   }
 
   private drop(): false {
-    this.dropped++;
-    this.totalDropped++;
+    this.noteDropped();
     return false;
   }
 
@@ -171,6 +180,7 @@ export class AuditBuffer {
   noteDropped(): void {
     this.dropped++;
     this.totalDropped++;
+    this.journal?.setDropped(this.totalDropped);
   }
 
   /**
@@ -224,6 +234,8 @@ export interface WorkerAuditorOptions extends AuditorOptions {
   flushIntervalMs: number;
   /** Posted and not yet acknowledged; defaults to bufferRecords. */
   maxInFlightRecords?: number;
+  /** The journal the main thread allocated for this worker (crash-journal.ts); null: none. */
+  journal?: SharedArrayBuffer | null;
 }
 
 export class WorkerAuditor implements AuditRecorder {
@@ -240,6 +252,8 @@ export class WorkerAuditor implements AuditRecorder {
   private inFlight = 0;
   private posted = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** This worker's crash journal (null: none); its sessions' trackers report to it once setup makes it the active one. */
+  readonly journal: CrashJournal | null;
 
   constructor(options: WorkerAuditorOptions, post: AuditPost, initialHealth: AuditHealth = 'unknown') {
     this.options = options;
@@ -250,7 +264,8 @@ export class WorkerAuditor implements AuditRecorder {
     this.maxSqlBytes = options.maxSqlBytes;
     this.prepare = { maxSqlBytes: options.maxSqlBytes, maxListBytes: options.maxListBytes };
     this.maxInFlight = options.maxInFlightRecords ?? options.bufferRecords;
-    this.buffer = new AuditBuffer({ mode: options.mode, maxRecords: options.bufferRecords, maxBytes: options.bufferBytes, batchRecords: options.batchRecords });
+    this.journal = options.journal === undefined || options.journal === null ? null : new CrashJournal(options.journal);
+    this.buffer = new AuditBuffer({ mode: options.mode, maxRecords: options.bufferRecords, maxBytes: options.bufferBytes, batchRecords: options.batchRecords, journal: this.journal });
     this.buffer.setHealth(initialHealth);
   }
 

@@ -108,6 +108,8 @@ export const METRICS = [
   { name: 'rolegate_policy_revision_info', type: 'gauge', scope: 'main', help: 'The policy revision in force (value 1; no series without a policy).', labels: [{ name: 'revision', values: 'revision' }] },
   { name: 'rolegate_policy_reloads_total', type: 'counter', scope: 'main', help: 'Policy reloads, by result (unchanged: same revision, nothing swapped).', labels: [{ name: 'result', values: RELOAD_RESULTS }] },
   { name: 'rolegate_audit_records_written_total', type: 'counter', scope: 'main', help: 'Audit records written by the sink.', labels: [] },
+  { name: 'rolegate_audit_records_recovered_total', type: 'counter', scope: 'main', help: 'Audit lines a crashed worker had formatted but not yet sent, written from its journal after it exited.', labels: [] },
+  { name: 'rolegate_audit_records_lost_total', type: 'counter', scope: 'main', help: 'Audit records a crashed worker had not formatted yet (also counted in dropped); the log names each session and seq range in a session-lost line.', labels: [] },
   { name: 'rolegate_audit_records_dropped_total', type: 'counter', scope: 'main', help: 'Audit records lost: refused by a full buffer (worker or sink), rejected by the collector, or unwritable at shutdown.', labels: [] },
   { name: 'rolegate_audit_sink_queue_records', type: 'gauge', scope: 'main', help: 'Audit records accepted by the sink and not yet written.', labels: [] },
   { name: 'rolegate_audit_sink_healthy', type: 'gauge', scope: 'main', help: '1 while the audit sink writes successfully and has room; 0 otherwise (fail-closed refuses statements then).', labels: [] },

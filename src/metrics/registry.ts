@@ -45,6 +45,10 @@ export interface MetricsRegistryOptions {
 export interface AuditMetricsSource {
   written: number;
   dropped: number;
+  /** Lines a crashed worker had formatted but not sent, written from its journal after it exited. */
+  recovered: number;
+  /** Records a crashed worker had not formatted yet: lost (also in dropped), named by session-lost lines in the log. */
+  lost: number;
   queued: number;
   failures: number;
   healthy: boolean;
@@ -141,6 +145,22 @@ export class MetricsRegistry {
       collect(this: Counter) {
         this.reset();
         this.inc(read().dropped);
+      },
+    });
+    new Counter({
+      ...promName('rolegate_audit_records_recovered_total'),
+      registers,
+      collect(this: Counter) {
+        this.reset();
+        this.inc(read().recovered);
+      },
+    });
+    new Counter({
+      ...promName('rolegate_audit_records_lost_total'),
+      registers,
+      collect(this: Counter) {
+        this.reset();
+        this.inc(read().lost);
       },
     });
     new Counter({

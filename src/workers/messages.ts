@@ -20,6 +20,8 @@ export interface WorkerData {
   fixedTimeMs: number | null;
   /** The audit sink's health when this worker starts (fail-closed needs it from the first statement). */
   auditHealthy: boolean;
+  /** The audit crash journal the main thread reads if this worker dies (audit/crash-journal.ts); null with audit off. */
+  auditJournal?: SharedArrayBuffer | null;
   /** The process's budget counter for incomplete client messages (protocol/buffer-budget.ts), shared by every worker. */
   bufferBudget: SharedArrayBuffer;
 }

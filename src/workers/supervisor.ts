@@ -73,6 +73,7 @@ export class Supervisor {
 
   private spawn(slot: Slot, port: number): Promise<number> {
     const { config } = this.options;
+    const maxClientsPerWorker = Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers));
     const data: WorkerData = {
       workerId: slot.id,
       config,
@@ -81,9 +82,10 @@ export class Supervisor {
       policy: this.policy,
       shadow: this.shadow,
       logLevel: this.options.logLevel,
-      maxClientsPerWorker: Math.max(1, Math.ceil(config.limits.maxClientConnections / config.workers)),
+      maxClientsPerWorker,
       fixedTimeMs: this.options.fixedTimeMs,
       auditHealthy: this.options.audit?.sinkHealthy ?? true,
+      auditJournal: this.options.audit?.journalFor(slot.id, maxClientsPerWorker) ?? null,
       bufferBudget: this.bufferBudget,
     };
     const worker = new Worker(WORKER_URL, { workerData: data, name: `rolegate-worker-${slot.id}`, resourceLimits: { maxYoungGenerationSizeMb: this.options.config.limits.workerYoungGenerationMb } });
@@ -116,8 +118,13 @@ export class Supervisor {
       worker.on('exit', (code) => {
         if (slot.worker !== worker) return;
         slot.worker = null;
-        // Not a stop (where the worker posts its last lines): what it still held is lost.
-        if (!this.stopping) this.options.audit?.noteWorkerLost(this.options.metrics.workerAuditQueue(slot.id));
+        // Its posted batches came before this event. After a crash its journal
+        // still holds the lines it had not posted, and its open sessions name
+        // the records never made: the hub writes both (nothing after a stop).
+        const loss = this.options.audit?.workerExited(slot.id, this.stopping ? 'worker stopped' : `worker exited (code ${code})`);
+        if (loss !== undefined && (loss.recovered > 0 || loss.sessions > 0 || loss.dropped > 0)) {
+          this.options.log.warn({ worker: slot.id, recoveredRecords: loss.recovered, lostRecords: loss.lost, droppedRecords: loss.dropped, sessionsLost: loss.sessions }, 'audit records recovered after worker exit');
+        }
         this.options.metrics.workerExited(slot.id);
         slot.listening = false;
         this.drainedWaiters.get(slot.id)?.();

@@ -127,7 +127,7 @@ const parseMisses = metrics.handle('rolegate_parse_cache_requests_total', { resu
 const decisionHits = metrics.handle('rolegate_decision_cache_requests_total', { result: 'hit' });
 const decisionMisses = metrics.handle('rolegate_decision_cache_requests_total', { result: 'miss' });
 
-const workerAuditor: WorkerAuditor | null = config.audit === null ? null : createWorkerAuditor(config.audit, workerId, (msg, transfer) => post(msg, transfer), data.auditHealthy ? 'healthy' : 'unhealthy');
+const workerAuditor: WorkerAuditor | null = config.audit === null ? null : createWorkerAuditor(config.audit, workerId, (msg, transfer) => post(msg, transfer), data.auditHealthy ? 'healthy' : 'unhealthy', data.auditJournal ?? null);
 workerAuditor?.start();
 
 /** Gauges are set from the sessions; counters travel as running totals; then one snapshot goes to the supervisor. */

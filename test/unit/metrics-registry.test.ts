@@ -238,7 +238,7 @@ test('exposition: well-formed text, HELP and TYPE for each family, prom-client c
   reg.reloadOutcome('failure');
   reg.reloadOutcome('success');
   reg.workerRestarted(1);
-  reg.setAuditSource(() => ({ written: 10, dropped: 2, queued: 3, failures: 1, healthy: false }));
+  reg.setAuditSource(() => ({ written: 10, dropped: 2, recovered: 5, lost: 1, queued: 3, failures: 1, healthy: false }));
   const text = await reg.metrics();
   const { samples: s, types, help } = parseExposition(text);
   for (const name of ['rolegate_statements_total', 'rolegate_decision_duration_seconds', 'rolegate_client_connections', 'rolegate_policy_revision_info', 'process_cpu_user_seconds_total', 'nodejs_heap_size_used_bytes']) {
@@ -254,6 +254,8 @@ test('exposition: well-formed text, HELP and TYPE for each family, prom-client c
   assert.equal(value(s, 'rolegate_worker_restarts_total', { worker: '1' }), 1);
   assert.equal(value(s, 'rolegate_audit_records_written_total'), 10);
   assert.equal(value(s, 'rolegate_audit_records_dropped_total'), 2);
+  assert.equal(value(s, 'rolegate_audit_records_recovered_total'), 5);
+  assert.equal(value(s, 'rolegate_audit_records_lost_total'), 1);
   assert.equal(value(s, 'rolegate_audit_sink_queue_records'), 3);
   assert.equal(value(s, 'rolegate_audit_sink_healthy'), 0);
   assert.equal(value(s, 'rolegate_audit_sink_failures_total'), 1);
