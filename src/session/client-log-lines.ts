@@ -26,6 +26,11 @@ export type ClientLogLine = 'statement denied' | 'connection denied' | 'upstream
  */
 const budgets = new WeakMap<SessionLog, Map<ClientLogLine, LineBudget>>();
 
+/** Write the counts still waiting for their window to end (a worker about to exit: its timers would never fire). */
+export function reportSuppressedClientLines(log: SessionLog): void {
+  for (const budget of budgets.get(log)?.values() ?? []) budget.report();
+}
+
 /** True: write this line now. False: it was counted, and the count will be logged. */
 export function clientLineAllowed(log: SessionLog, line: ClientLogLine): boolean {
   let byLine = budgets.get(log);

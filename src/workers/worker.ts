@@ -9,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { BufferBudget } from '../protocol/buffer-budget.ts';
 import { startReclaiming } from './reclaim.ts';
 import { OffThreadParser } from '../sql/parse-pool.ts';
+import { reportSuppressedClientLines } from '../session/client-log-lines.ts';
 import { pino } from 'pino';
 import type { SaltedPasswordCache } from '../auth/scram.ts';
 import type { Config } from '../config/config.ts';
@@ -153,6 +154,7 @@ setInterval(postMetrics, config.metrics.snapshotIntervalMs).unref();
 
 /** Before 'drained': the last audit records and counters go to the supervisor. */
 function finalFlush(): void {
+  reportSuppressedClientLines(log);
   workerAuditor?.stop();
   postMetrics();
 }

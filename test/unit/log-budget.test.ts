@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LineBudget } from '../../src/log-budget.ts';
-import { CLIENT_LINE_WINDOW_MS, CLIENT_LINES_PER_WINDOW, clientLineAllowed } from '../../src/session/client-log-lines.ts';
+import { CLIENT_LINE_WINDOW_MS, CLIENT_LINES_PER_WINDOW, clientLineAllowed, reportSuppressedClientLines } from '../../src/session/client-log-lines.ts';
 
 interface Line {
   level: 'info' | 'warn' | 'debug';
@@ -99,5 +99,20 @@ describe('client log lines (statement denied, connection denied, upstream connec
     assert.equal(clientLineAllowed(worker, 'upstream connect failed'), true);
     // Another worker's logger: another set of budgets.
     assert.equal(clientLineAllowed(captureLog(), 'statement denied'), true);
+  });
+
+  test('a worker about to exit writes the counts still waiting for their window', () => {
+    const worker = captureLog();
+    for (let i = 0; i < CLIENT_LINES_PER_WINDOW + 7; i++) clientLineAllowed(worker, 'connection denied');
+    const written: Line[] = worker.lines;
+    assert.equal(written.length, 0, 'nothing written by the budget yet (the window is open)');
+    reportSuppressedClientLines(worker);
+    assert.deepEqual(
+      written.map((l) => [l.level, l.obj['lines'], l.obj['suppressed']]),
+      [['warn', 'connection denied', 7]],
+    );
+    reportSuppressedClientLines(worker);
+    assert.equal(written.length, 1, 'reported once');
+    reportSuppressedClientLines(captureLog()); // a logger with no budgets: nothing to do
   });
 });
