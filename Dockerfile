@@ -32,4 +32,8 @@ COPY docs/policy-schema ./docs/policy-schema
 USER node
 # 6432: PostgreSQL clients; 9187: admin HTTP (/metrics /healthz /readyz /reload).
 EXPOSE 6432 9187
-CMD ["node", "src/cli/main.ts", "start", "--config", "/etc/rolegate/rolegate.yaml"]
+# --liftoff-only: no TurboFan recompilation of the WebAssembly parser and
+# policy, whose transient memory (~+550 MiB at first traffic) would kill a
+# container sized for the steady state; cache misses cost ~25 % more
+# (README "Memory").
+CMD ["node", "--liftoff-only", "src/cli/main.ts", "start", "--config", "/etc/rolegate/rolegate.yaml"]
