@@ -20,16 +20,12 @@ import { TimeSource } from '../src/decision/clock.ts';
 import { PolicyAuthorizer } from '../src/decision/policy-authorizer.ts';
 import { FactsCache } from '../src/sql/facts-cache.ts';
 import { initParser, parseStatements, type ParsedStatement } from '../src/sql/parser.ts';
-import { numberArg } from './lib/args.ts';
+import { numberArg, stringArg } from './lib/args.ts';
 import { median } from './lib/micro.ts';
 import { STATEMENTS } from './lib/statements.ts';
 
-function argument(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? undefined : process.argv[i + 1];
-}
 const runs = numberArg('--runs', 31);
-const jsonOut = argument('--json');
+const jsonOut = stringArg('--json');
 
 /** µs per call of fn, over a batch sized to take about 5 ms. */
 function timeBatch(fn: () => void, batch: number): number {

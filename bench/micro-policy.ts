@@ -13,14 +13,10 @@ import type { StatementInput } from '../src/policy/contract.ts';
 import type { StatementFacts } from '../src/sql/statement-facts.ts';
 import { compilePolicy, PolicyEngine } from '../src/policy/engine.ts';
 import { ensureOpa } from '../src/policy/opa-cli.ts';
+import { stringArg } from './lib/args.ts';
 
-function argument(name: string): string | undefined {
-  const index = process.argv.indexOf(name);
-  return index < 0 ? undefined : process.argv[index + 1];
-}
-
-const iterations = Number(argument('--iterations') ?? 20_000);
-const jsonOut = argument('--json');
+const iterations = Number(stringArg('--iterations') ?? 20_000);
+const jsonOut = stringArg('--json');
 
 const noFlags: StatementFacts['flags'] = { data_modifying_cte: false, into: false, locking: false, copy_program: false, copy_file: false };
 

@@ -8,44 +8,24 @@
 //
 //   node bench/neighbour-stall.ts [--kib 1024] [--seconds 5] [--rounds 3] [--root DIR]
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { demoConfigYaml, DEMO_USERS, prepareDemoDatabase } from '../src/cli/demo.ts';
 import { startLocalPostgres } from '../src/cli/local-postgres.ts';
-import { withVariant } from './lib/ab.ts';
-import { numberArg } from './lib/args.ts';
-
-function argument(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
-  return i < 0 ? undefined : process.argv[i + 1];
-}
+import { startProxy, withVariant } from './lib/ab.ts';
+import { numberArg, stringArg } from './lib/args.ts';
 
 const kib = numberArg('--kib', 1024);
 const seconds = numberArg('--seconds', 5);
 const rounds = numberArg('--rounds', 3);
-const root = argument('--root');
+const root = stringArg('--root');
 
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
-}
-
-async function startProxy(configFile: string): Promise<{ child: ChildProcess; port: number }> {
-  const cli = path.resolve(root ?? path.resolve(import.meta.dirname, '..'), 'src/cli/main.ts');
-  const child = spawn(process.execPath, [cli, 'start', '--config', configFile, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const m = /"port":(\d+)[^\n]*"msg":"listening"|"msg":"listening"[^\n]*"port":(\d+)/.exec(buf);
-      if (m) resolve(Number(m[1] ?? m[2]));
-    });
-    child.on('exit', (code) => reject(new Error(`rolegate exited with ${code}`)));
-  });
-  return { child, port };
 }
 
 const pgServer = await startLocalPostgres({});
@@ -59,7 +39,7 @@ try {
   // Up to 1 MiB fits the default limits.max_statement_bytes (and runs on checkouts that predate it).
   const limits = kib > 1024 ? `limits: { max_statement_bytes: ${(kib + 1) * 1024} }\n` : '';
   writeFileSync(file, withVariant(demoConfigYaml({ port: 0, upstreamPort: pgServer.port, rolePasswords: pw, withPolicy: true }), limits).replace(/workers: \d+/, 'workers: 1'));
-  const started = await startProxy(file);
+  const started = await startProxy(file, [], root);
   proxy = started.child;
   const client = (): pg.Client => new pg.Client({ host: '127.0.0.1', port: started.port, user: 'reporting-svc', password: DEMO_USERS['reporting-svc'], database: 'app' });
   const neighbour = client();

@@ -55,7 +55,8 @@ export interface AbOptions {
   clients?: number;
 }
 
-async function startProxy(configFile: string, nodeArgs: string[], root: string | undefined): Promise<{ child: ChildProcess; port: number }> {
+/** Start `rolegate start --config configFile` (of the checkout at `root`, else this one); resolves with its port once it listens. */
+export async function startProxy(configFile: string, nodeArgs: string[], root: string | undefined): Promise<{ child: ChildProcess; port: number }> {
   const cli = root === undefined ? CLI : path.resolve(root, 'src/cli/main.ts');
   const child = spawn(process.execPath, [...nodeArgs, cli, 'start', '--config', configFile, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {

@@ -1,4 +1,10 @@
-// Command-line numbers for the bench scripts.
+// Command-line arguments for the bench scripts.
+
+/** The word after `--name` on the command line, if given. */
+export function stringArg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i < 0 ? undefined : process.argv[i + 1];
+}
 
 /** A positive number given as `--name N` on the command line, else `fallback`. */
 export function numberArg(name: string, fallback: number): number {
