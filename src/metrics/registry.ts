@@ -130,59 +130,34 @@ export class MetricsRegistry {
     if (this.auditSource !== null) throw new Error('audit source already set');
     this.auditSource = source;
     const registers = [this.registry];
-    const read = source;
-    new Counter({
-      ...promName('rolegate_audit_records_written_total'),
-      registers,
-      collect(this: Counter) {
-        this.reset();
-        this.inc(read().written);
-      },
-    });
-    new Counter({
-      ...promName('rolegate_audit_records_dropped_total'),
-      registers,
-      collect(this: Counter) {
-        this.reset();
-        this.inc(read().dropped);
-      },
-    });
-    new Counter({
-      ...promName('rolegate_audit_records_recovered_total'),
-      registers,
-      collect(this: Counter) {
-        this.reset();
-        this.inc(read().recovered);
-      },
-    });
-    new Counter({
-      ...promName('rolegate_audit_records_lost_total'),
-      registers,
-      collect(this: Counter) {
-        this.reset();
-        this.inc(read().lost);
-      },
-    });
-    new Counter({
-      ...promName('rolegate_audit_sink_failures_total'),
-      registers,
-      collect(this: Counter) {
-        this.reset();
-        this.inc(read().failures);
-      },
-    });
+    // Running totals the hub keeps: each scrape sets the counter to the current total.
+    const total = (name: MetricName, pick: (s: AuditMetricsSource) => number): void => {
+      new Counter({
+        ...promName(name),
+        registers,
+        collect(this: Counter) {
+          this.reset();
+          this.inc(pick(source()));
+        },
+      });
+    };
+    total('rolegate_audit_records_written_total', (s) => s.written);
+    total('rolegate_audit_records_dropped_total', (s) => s.dropped);
+    total('rolegate_audit_records_recovered_total', (s) => s.recovered);
+    total('rolegate_audit_records_lost_total', (s) => s.lost);
+    total('rolegate_audit_sink_failures_total', (s) => s.failures);
     new Gauge({
       ...promName('rolegate_audit_sink_queue_records'),
       registers,
       collect(this: Gauge) {
-        this.set(read().queued);
+        this.set(source().queued);
       },
     });
     new Gauge({
       ...promName('rolegate_audit_sink_healthy'),
       registers,
       collect(this: Gauge) {
-        this.set(read().healthy ? 1 : 0);
+        this.set(source().healthy ? 1 : 0);
       },
     });
   }
