@@ -6,7 +6,8 @@
 // found once per parse (sql/guarded-effects.ts); here they become a denial.
 
 import type { GuardedEffect } from '../sql/guarded-effects.ts';
-import type { StatementFacts } from '../sql/statement-facts.ts';
+import type { StatementDecision } from '../policy/contract.ts';
+import type { ParsedStatement } from '../sql/parser.ts';
 import type { StatementDenial } from './authorizer.ts';
 import { proxyDenial, type ProxyRuleId } from './proxy-rules.ts';
 
@@ -31,12 +32,19 @@ export class Guards {
     this.lifted = new Set(allow);
   }
 
-  /** The denial for the first of a statement's guarded effects that is not lifted; null: none. */
-  check(effects: readonly GuardedEffect[], facts: StatementFacts): StatementDenial | null {
+  /** The denial for the first of the statement's guarded effects that is not lifted; null: none (nearly every statement has none). */
+  check(stmt: ParsedStatement): StatementDenial | null {
+    const effects = stmt.meta.guarded;
+    if (effects.length === 0) return null;
     for (const effect of effects) {
       if (this.lifted.has(effect)) continue;
-      return proxyDenial(GUARD_RULE[effect], facts.command);
+      return proxyDenial(GUARD_RULE[effect], stmt.facts.command);
     }
     return null;
   }
+}
+
+/** A guard's refusal as the statement's decision (results list one per statement decided, for the audit record and metrics). */
+export function guardDecision(denial: StatementDenial): StatementDecision {
+  return { allow: false, rule: denial.rule, reason: denial.reason };
 }

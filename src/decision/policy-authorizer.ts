@@ -16,7 +16,7 @@ import { SessionSqlState, type Authorizer, type PreparedRecord, type SessionCont
 import { ALLOW, MAX_CANDIDATES, notePrepared } from './authorizer.ts';
 import { parseErrorDenial, policyMessage, proxyDenial } from './proxy-rules.ts';
 import type { TimeSource } from './clock.ts';
-import { Guards } from './guards.ts';
+import { guardDecision, Guards } from './guards.ts';
 import { statementInput } from './inputs.ts';
 
 export interface PolicyAuthorizerOptions {
@@ -102,12 +102,10 @@ export class PolicyAuthorizer implements Authorizer {
     let preparedHere: Map<string, string> | null = null;
     for (const stmt of parsed.statements) {
       // rolegate's guards first: the policy is not asked about what they refuse.
-      if (stmt.meta.guarded.length !== 0) {
-        const refused = this.guards.check(stmt.meta.guarded, stmt.facts);
-        if (refused !== null) {
-          decisions?.push({ allow: false, rule: refused.rule, reason: refused.reason });
-          return refused;
-        }
+      const refused = this.guards.check(stmt);
+      if (refused !== null) {
+        decisions?.push(guardDecision(refused));
+        return refused;
       }
       const own = this.decideFacts(session, stmt.facts, protocol, inTransaction, bucket, decisions);
       if (!own.allow) return own;

@@ -8,7 +8,7 @@ import type { ConnectDecision, ConnectInput } from '../policy/contract.ts';
 import type { FactsCache } from '../sql/facts-cache.ts';
 import type { ParsedText } from '../sql/parser.ts';
 import { ALLOW, undecided, type Authorizer, type PreparedRecord, type SessionContext, type SessionSqlState, type StatementRequest, type StatementResult } from './authorizer.ts';
-import type { Guards } from './guards.ts';
+import { guardDecision, type Guards } from './guards.ts';
 import { parseErrorDenial } from './proxy-rules.ts';
 
 /** Statements the guards let through: one shared answer. */
@@ -79,10 +79,9 @@ export class StaticAuthorizer implements Authorizer {
       return { ...denial, parsed: null, decisions: [], decisionUs: Math.round((performance.now() - t0) * 1000) };
     }
     for (const stmt of parsed.statements) {
-      if (stmt.meta.guarded.length === 0) continue;
-      const refused = this.guards.check(stmt.meta.guarded, stmt.facts);
+      const refused = this.guards.check(stmt);
       if (refused === null) continue;
-      return { ...refused, parsed: [stmt], decisions: [{ allow: false, rule: refused.rule, reason: refused.reason }], decisionUs: Math.round((performance.now() - t0) * 1000) };
+      return { ...refused, parsed: [stmt], decisions: [guardDecision(refused)], decisionUs: Math.round((performance.now() - t0) * 1000) };
     }
     return ALLOWED;
   }

@@ -180,7 +180,7 @@ describe('Guards: denials and guards.allow', () => {
     assert.ok(parsed.ok);
     const stmt = parsed.statements[0];
     assert.ok(stmt !== undefined);
-    return guards.check(stmt.meta.guarded, stmt.facts);
+    return guards.check(stmt);
   }
 
   test('every guard refuses with its own rule id, SQLSTATE 42501 and the command in the message', () => {
@@ -211,6 +211,6 @@ describe('Guards: denials and guards.allow', () => {
     assert.ok(parsed.ok);
     const stmt = parsed.statements[0];
     assert.ok(stmt !== undefined);
-    assert.equal(guards.check(stmt.meta.guarded, stmt.facts)?.rule, 'guard:large-objects');
+    assert.equal(guards.check(stmt)?.rule, 'guard:large-objects');
   });
 });
