@@ -32,12 +32,12 @@ import type { WorkerMetrics } from '../metrics/worker-counters.ts';
 import * as be from '../protocol/backend.ts';
 import { Backend, Frontend, TxStatus } from '../protocol/constants.ts';
 import type { BufferBudget } from '../protocol/buffer-budget.ts';
+import { PARSER_SETTINGS } from '../sql/guarded-effects.ts';
 import type { OffThreadParser } from '../sql/parse-pool.ts';
 import type { ParsedText } from '../sql/parser.ts';
 import { FrameEvent, Framer } from '../protocol/framer.ts';
 import * as fe from '../protocol/frontend.ts';
 import * as encode from '../protocol/frontend-encode.ts';
-import { PINNED_PARAMETERS } from '../upstream/connect.ts';
 import { clientLineAllowed } from './client-log-lines.ts';
 import type { SessionLog } from './session-host.ts';
 import { deniedFacts, type DeniedStatement, type StatementLog } from './statement-log.ts';
@@ -522,8 +522,9 @@ export class Relay {
       this.countRefusal(null, 'audit-unavailable', protocol);
       return undecided(proxyDenial('audit-unavailable'));
     }
+    // The off-thread parse of this text, when resume() is deciding it.
     const preParsed = this.preParsed?.sql === sql ? this.preParsed.parsed : undefined;
-    const request: StatementRequest = preParsed === undefined ? { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle } : { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle, parsed: preParsed };
+    const request: StatementRequest = { session: this.context, state: this.sqlState, sql, protocol, inTransaction: this.txStatus !== TxStatus.Idle, parsed: preParsed };
     const active = this.host.authorizer().statements(request);
     // Shadow mode: the candidate judges the same request; the active result is enforced.
     const shadow = this.host.shadow();
@@ -685,7 +686,7 @@ export class Relay {
       this.fail('RG_UPSTREAM_PARAMETER', `the session user changed to "${ps.value}"; rolegate sessions stay role "${this.context.role}"`);
       return;
     }
-    const pinned = PINNED_PARAMETERS.get(ps.name.toLowerCase());
+    const pinned = PARSER_SETTINGS.get(ps.name.toLowerCase());
     if (pinned !== undefined && ps.value.toLowerCase() !== pinned.toLowerCase()) {
       this.host.log.warn({ session: this.sessionId, parameter: ps.name, value: ps.value }, 'pinned parameter changed upstream; closing session');
       this.flushRun();

@@ -27,7 +27,8 @@ import type { IdentityInput } from '../policy/contract.ts';
 import * as be from '../protocol/backend.ts';
 import { TxStatus } from '../protocol/constants.ts';
 import * as encode from '../protocol/frontend-encode.ts';
-import { connectUpstream, PINNED_PARAMETERS, sendUpstreamCancel, type UpstreamReady } from '../upstream/connect.ts';
+import { PARSER_SETTINGS } from '../sql/guarded-effects.ts';
+import { connectUpstream, sendUpstreamCancel, type UpstreamReady } from '../upstream/connect.ts';
 import { changedParameters, WelcomeCache } from '../upstream/welcome.ts';
 import { clientLineAllowed } from './client-log-lines.ts';
 import { Handshake, isPassthrough, normaliseAddress, type HandshakeIo, type HandshakePhase } from './handshake.ts';
@@ -249,7 +250,7 @@ export class ClientSession implements CancelTarget {
     const upstreamParams = new Map<string, string>();
     for (const [k, v] of hs.params) {
       if (k === 'user' || k === 'database' || k === 'options') continue;
-      if (PINNED_PARAMETERS.has(k.toLowerCase())) continue;
+      if (PARSER_SETTINGS.has(k.toLowerCase())) continue;
       if (k === 'fallback_application_name' && !hs.params.has('application_name')) upstreamParams.set('application_name', v);
       else if (isPassthrough(this.config, k)) upstreamParams.set(k, v);
     }

@@ -50,11 +50,6 @@ export interface UpstreamReady {
   rest: Buffer;
 }
 
-/**
- * Parameters pinned on every upstream session: the settings under which the
- * proxy's SQL parser reads (sql/guarded-effects.ts says why).
- */
-export const PINNED_PARAMETERS: ReadonlyMap<string, string> = PARSER_SETTINGS;
 
 /**
  * No message of a login comes near this (ParameterStatus, authentication, an
@@ -74,7 +69,7 @@ function startupParameters(login: UpstreamLogin): Map<string, string> {
     ['database', login.database],
   ]);
   for (const [k, v] of login.parameters) params.set(k, v);
-  for (const [k, v] of PINNED_PARAMETERS) params.set(k, v);
+  for (const [k, v] of PARSER_SETTINGS) params.set(k, v);
   params.set('role', login.user);
   return params;
 }
@@ -86,7 +81,7 @@ function startupParameters(login: UpstreamLogin): Map<string, string> {
  */
 function loginMismatch(login: UpstreamLogin, reported: ReadonlyMap<string, string>): string | null {
   for (const [name, value] of reported) {
-    const pinned = PINNED_PARAMETERS.get(name.toLowerCase());
+    const pinned = PARSER_SETTINGS.get(name.toLowerCase());
     if (pinned !== undefined && value.toLowerCase() !== pinned.toLowerCase()) return `parameter "${name}" is "${value}" after the login; rolegate requires ${name}=${pinned}`;
     if (name === 'session_authorization' && value !== login.user) return `the session user is "${value}" after logging in as role "${login.user}"`;
   }
